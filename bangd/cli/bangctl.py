@@ -1,0 +1,261 @@
+"""`bangctl`: the operator's client for the control socket.
+
+Exit codes (SPEC.md): 0 ok; 1 the daemon answered with an error; 2 usage error; 3 the
+daemon cannot be reached. `--json` prints the daemon's result object unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import __version__
+from ..control.client import ControlClient, DaemonUnreachable
+from ..errors import ControlError
+from .tables import ago, duration, table, when
+
+DEFAULT_SOCKET = "/run/bangd/bangd.sock"
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+Request = tuple[str, dict[str, Any]]
+Formatter = Callable[[dict[str, Any]], str]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bangctl",
+        description="Control a running bangd.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  bangctl status\n"
+            "  bangctl --json status | jq .fail2ban\n"
+            "  bangctl -s /tmp/bangd.sock reload\n\n"
+            "exit codes: 0 ok, 1 bangd answered with an error, 2 usage error,\n"
+            "3 bangd cannot be reached.\n"
+            f"socket: -s, else $BANGCTL_SOCKET, else {DEFAULT_SOCKET}"
+        ),
+    )
+    parser.add_argument("-s", "--socket", metavar="PATH", help="bangd's control socket")
+    parser.add_argument("--json", action="store_true", help="print the raw result as JSON")
+    parser.add_argument("--version", action="version", version=f"bangctl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    sub.add_parser("status", help="daemon, fail2ban and timer overview",
+                   description="Show version, uptime, database, fail2ban and the timers.")
+    sub.add_parser("version", help="the daemon's version")
+    sub.add_parser(
+        "sources", help="one row per source",
+        description="Name, jail, interval, entries applied, last run and next run per source.",
+    )
+    imp = sub.add_parser(
+        "import",
+        help="import sources now and wait for the result",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fetch and apply sources now; prints one summary per source.",
+        epilog="examples:\n  bangctl import spamhaus-drop\n  bangctl import --all --dry-run\n"
+        "  bangctl import --force firehol-level1",
+    )
+    imp.add_argument("names", nargs="*", metavar="NAME", help="source names")
+    imp.add_argument("--all", action="store_true", help="every enabled source")
+    imp.add_argument("--force", action="store_true",
+                     help="re-apply even when the list is unchanged")
+    imp.add_argument("--dry-run", action="store_true",
+                     help="report what would be banned/unbanned; change nothing")
+    runs = sub.add_parser("runs", help="import history, newest first",
+                          epilog="example:\n  bangctl runs spamhaus-drop --limit 5",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    runs.add_argument("name", nargs="?", metavar="NAME", help="only this source")
+    runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    rec = sub.add_parser(
+        "reconcile", help="re-ban what fail2ban lost",
+        description="Compare each jail with what bangd has applied and re-ban what is missing.",
+    )
+    rec.add_argument("--jail", metavar="J", help="only this jail")
+    sub.add_parser(
+        "reload",
+        help="reload the config (like SIGHUP)",
+        description="Reload the config file. An invalid new config is refused and the "
+        "running one kept; the problems are printed.",
+    )
+    return parser
+
+
+def request_for(args: argparse.Namespace) -> Request:
+    command = str(args.command)
+    if command == "import":
+        if bool(args.names) == bool(args.all):
+            raise UsageError("import: name one or more sources, or --all")
+        return command, {"sources": args.names, "all": args.all, "force": args.force,
+                         "dry_run": args.dry_run}
+    if command == "runs":
+        params: dict[str, Any] = {"limit": args.limit}
+        if args.name:
+            params["source"] = args.name
+        return command, params
+    if command == "reconcile":
+        return command, {"jail": args.jail} if args.jail else {}
+    return command, {}
+
+
+class UsageError(Exception):
+    pass
+
+
+def format_status(result: dict[str, Any]) -> str:
+    now = time.time()
+    f2b = result.get("fail2ban", {})
+    reach = f2b.get("reachable")
+    if reach:
+        f2b_text = f"up, version {f2b.get('version')} ({f2b.get('socket')})"
+    elif reach is None:
+        f2b_text = f"not checked yet ({f2b.get('socket')})"
+    else:
+        f2b_text = f"DOWN since {ago(f2b.get('since'), now)}: {f2b.get('error')}"
+    db = result.get("database", {})
+    lines = [
+        f"bangd {result.get('version')}  pid {result.get('pid')}  "
+        f"up {duration(result.get('uptime'))}",
+        f"config    {result.get('config')}",
+        f"database  {db.get('path')} (schema {db.get('schema_version')})",
+        f"fail2ban  {f2b_text}",
+    ]
+    sources = result.get("sources", [])
+    lines.append(f"sources   {len(sources)}")
+    for src in sources:
+        lines.append(
+            f"  {src['name']}: {src.get('entries', 0)} entries in {src['jail']}, "
+            f"last {src.get('last_state') or 'never run'} {ago(src.get('last_run'), now)}"
+            + ("" if src.get("enabled", True) else " (disabled)")
+        )
+    timers = result.get("timers", [])
+    if timers:
+        lines.append("")
+        lines.append(table(
+            ["TIMER", "LAST RUN", "STATE", "NEXT RUN"],
+            [
+                [t["name"], ago(t.get("last_finished"), now),
+                 "running" if t.get("running") else t.get("last_state") or "-",
+                 when(t.get("next_run"), now)]
+                for t in timers
+            ],
+        ))
+    return "\n".join(lines)
+
+
+def format_reload(result: dict[str, Any]) -> str:
+    text = f"reloaded {result.get('config')}"
+    if result.get("restart_needed"):
+        text += "\nrestart needed for: " + ", ".join(result["restart_needed"])
+    return text
+
+
+def format_json(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=2, sort_keys=True)
+
+
+def format_sources(result: dict[str, Any]) -> str:
+    now = time.time()
+    rows = [
+        [s["name"], s["jail"], duration(s["interval"]), s.get("entries", 0),
+         ago(s.get("last_run"), now),
+         (s.get("last_state") or "-") if s.get("enabled", True) else "disabled",
+         when(s.get("next_run"), now) if s.get("enabled", True) else "-"]
+        for s in result.get("sources", [])
+    ]
+    text = table(["NAME", "JAIL", "EVERY", "ENTRIES", "LAST RUN", "STATE", "NEXT"], rows)
+    errors = [f"{s['name']}: {s['last_error']}" for s in result.get("sources", [])
+              if s.get("last_state") == "failed" and s.get("last_error")]
+    return "\n".join([text, *errors])
+
+
+def format_import(result: dict[str, Any]) -> str:
+    rows = []
+    notes = []
+    for r in result.get("imports", []):
+        state = r["state"] + (" (dry run)" if r.get("dry_run") else "")
+        rows.append([r["source"], state, r["added"], r["removed"], r["invalid"], r["skipped"],
+                     f"{r['took']:.2f}s"])
+        if r.get("error"):
+            notes.append(f"{r['source']}: {r['error']}")
+        for number, text in r.get("invalid_lines", []):
+            notes.append(f"{r['source']}: invalid line {number}: {text}")
+        if r.get("dry_run"):
+            for verb, key in (("would ban", "would_add"), ("would unban", "would_remove")):
+                if r.get(key):
+                    more = r["added" if key == "would_add" else "removed"] - len(r[key])
+                    notes.append(f"{r['source']}: {verb}: {' '.join(r[key])}"
+                                 + (f" (+{more} more)" if more > 0 else ""))
+    text = table(["SOURCE", "STATE", "ADDED", "REMOVED", "INVALID", "SKIPPED", "TOOK"], rows)
+    return "\n".join([text, *notes])
+
+
+def format_runs(result: dict[str, Any]) -> str:
+    rows = [
+        [r["id"], r["source"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])),
+         r["state"], r["added"], r["removed"], r["invalid"], r["skipped"],
+         duration((r["finished"] or r["started"]) - r["started"])]
+        for r in result.get("runs", [])
+    ]
+    return table(["ID", "SOURCE", "STARTED", "STATE", "ADDED", "REMOVED", "INVALID",
+                  "SKIPPED", "TOOK"], rows)
+
+
+def format_reconcile(result: dict[str, Any]) -> str:
+    rows = [[j["jail"], j["expected"], j["present"], j["missing"], j["rebanned"],
+             j.get("error") or ""] for j in result.get("jails", [])]
+    if not rows:
+        return "nothing to reconcile: bangd has applied no entries yet"
+    return table(["JAIL", "EXPECTED", "PRESENT", "MISSING", "REBANNED", "ERROR"], rows)
+
+
+FORMATTERS: dict[str, Formatter] = {
+    "sources": format_sources,
+    "import": format_import,
+    "runs": format_runs,
+    "reconcile": format_reconcile,
+    "status": format_status,
+    "version": lambda r: f"bangd {r.get('version')}",
+    "reload": format_reload,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    path = args.socket or os.environ.get("BANGCTL_SOCKET") or DEFAULT_SOCKET
+    try:
+        command, params = request_for(args)
+    except UsageError as exc:
+        print(f"bangctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with ControlClient(path, timeout=None if command == "import" else 60.0) as client:
+            result = client.call(command, params)
+    except DaemonUnreachable as exc:
+        print(f"bangctl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ControlError as exc:
+        print(f"bangctl: {command}: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(FORMATTERS.get(command, format_json)(result))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,487 @@
+"""The daemon's lifecycle: start, serve, stop; signals; reload; systemd notifications.
+
+`run()` is `start()`, `serve()`, `stop()`. Everything started is registered on one
+AsyncExitStack, so teardown runs in reverse order and every step runs even if an earlier
+one fails. Signal handlers only set events; the main loop acts on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import __version__
+from .config import Config, load_config
+from .control.server import ControlServer, Handler, Peer, claim_socket_path
+from .errors import ConfigError, ControlError
+from .fail2ban.client import Fail2banClient
+from .logs import set_level
+from .notify import Notifier, SystemdNotifier, watchdog_interval
+from .scheduler import Job, JobFailed, Scheduler
+from .services.health import Fail2banHealth, Fail2banMonitor
+from .services.importer import FilterSettings, Importer, ImportSummary
+from .services.reconcile import Reconciler
+from .sources.fetch import Fetcher, make_session
+from .store.db import Database
+from .store.imports import ImportStore
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 7.0  # running work gets this long to reach a safe point; the unit allows 10 s
+RECONCILE_JOB = "reconcile"
+
+
+def import_job(source: str) -> str:
+    return f"import:{source}"
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.notifier: Notifier = notifier if notifier is not None else SystemdNotifier()
+        self.clock = clock
+        self.started_at = clock()
+        self.stopping = asyncio.Event()
+        self.reload_requested = asyncio.Event()
+        self._stack = contextlib.AsyncExitStack()
+        self._db: Database | None = None
+        self._fail2ban: Fail2banClient | None = None
+        self._scheduler: Scheduler | None = None
+        self._monitor: Fail2banMonitor | None = None
+        self._control: ControlServer | None = None
+        self._importer: Importer | None = None
+        self._reconciler: Reconciler | None = None
+        self._imports: ImportStore | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- collaborators, available once started ---------------------------------------------
+
+    @property
+    def db(self) -> Database:
+        assert self._db is not None, "daemon not started"
+        return self._db
+
+    @property
+    def fail2ban(self) -> Fail2banClient:
+        assert self._fail2ban is not None, "daemon not started"
+        return self._fail2ban
+
+    @property
+    def scheduler(self) -> Scheduler:
+        assert self._scheduler is not None, "daemon not started"
+        return self._scheduler
+
+    @property
+    def importer(self) -> Importer:
+        assert self._importer is not None, "daemon not started"
+        return self._importer
+
+    @property
+    def reconciler(self) -> Reconciler:
+        assert self._reconciler is not None, "daemon not started"
+        return self._reconciler
+
+    @property
+    def imports(self) -> ImportStore:
+        assert self._imports is not None, "daemon not started"
+        return self._imports
+
+    @property
+    def monitor(self) -> Fail2banMonitor:
+        assert self._monitor is not None, "daemon not started"
+        return self._monitor
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self.start()
+            await self.serve()
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        config = self.config
+        stack = self._stack
+        # Refuse early if another bangd is live, before touching its database.
+        claim_socket_path(config.control.socket)
+        self.notifier.notify("STATUS=opening database")
+        self._db = await Database.open(config.database)
+        stack.push_async_callback(self._db.close)
+        log.info("database path=%s schema_version=%d", config.database, self._db.schema_version)
+
+        self._fail2ban = self._make_fail2ban_client(config)
+        stack.push_async_callback(self._close_fail2ban)
+
+        session = make_session()
+        stack.push_async_callback(session.close)
+        self._imports = ImportStore(self._db)
+        interrupted = await self._imports.interrupt_running(self.clock())
+        if interrupted:
+            log.warning("imports interrupted by the previous stop: %s; they run again now",
+                        ",".join(interrupted))
+        apply_lock = asyncio.Lock()
+        self._importer = Importer(
+            self._imports, self._fail2ban,
+            Fetcher(session, user_agent=f"bangd/{__version__}"),
+            batch_size=config.fail2ban.batch_size, apply_lock=apply_lock, clock=self.clock,
+        )
+        self._reconciler = Reconciler(
+            self._imports, self._fail2ban,
+            batch_size=config.fail2ban.batch_size, apply_lock=apply_lock,
+        )
+
+        self._scheduler = Scheduler(self._db, clock=self.clock)
+        await self._scheduler.start()
+        stack.push_async_callback(self._scheduler.stop, STOP_GRACE)
+        self._schedule_jobs(config)
+
+        self._monitor = Fail2banMonitor(
+            self._fail2ban, on_change=self._on_fail2ban_change,
+            on_recover=self._on_fail2ban_recover, clock=self.clock,
+        )
+        self._monitor.start()
+        stack.push_async_callback(self._monitor.stop)
+
+        self._control = ControlServer(
+            config.control.socket,
+            self.handlers(),
+            mode=config.control.mode,
+            group=config.control.group,
+            idle_timeout=config.control.idle_timeout,
+        )
+        await self._control.start()
+        stack.push_async_callback(self._control.stop)
+
+        self._install_signal_handlers()
+        stack.callback(self._remove_signal_handlers)
+
+        watchdog = watchdog_interval()
+        if watchdog is not None:
+            self._spawn(self._watchdog(watchdog), "watchdog")
+        stack.push_async_callback(self._cancel_tasks)
+
+        self.notifier.notify("READY=1")
+        self.update_status()
+        log.info("bangd %s ready pid=%d sources=%d control=%s",
+                 __version__, os.getpid(), len(config.sources), config.control.socket)
+
+    async def serve(self) -> None:
+        while not self.stopping.is_set():
+            stop_wait = asyncio.ensure_future(self.stopping.wait())
+            reload_wait = asyncio.ensure_future(self.reload_requested.wait())
+            try:
+                await asyncio.wait(
+                    {stop_wait, reload_wait}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                stop_wait.cancel()
+                reload_wait.cancel()
+            if self.reload_requested.is_set() and not self.stopping.is_set():
+                self.reload_requested.clear()
+                with contextlib.suppress(ConfigError):
+                    await self.reload()
+
+    async def stop(self) -> None:
+        """Undo start() in reverse; safe to call twice."""
+        self.stopping.set()
+        self.notifier.notify("STOPPING=1")
+        self.notifier.notify("STATUS=stopping")
+        started = time.monotonic()
+        await self._stack.aclose()
+        log.info("bangd stopped took=%.2fs", time.monotonic() - started)
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    # -- reload ---------------------------------------------------------------------------
+
+    async def reload(self) -> dict[str, Any]:
+        """Swap in a new config if it is valid; keep the old one otherwise."""
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused, keeping the running config: %s", problem)
+            self.update_status()
+            raise
+        old = self.config
+        restart_needed = [
+            key
+            for key, before, after in (
+                ("database", old.database, new.database),
+                ("control", old.control, new.control),
+            )
+            if before != after
+        ]
+        self.config = new
+        set_level(new.log_level)
+        if new.fail2ban != old.fail2ban:
+            await self._close_fail2ban()
+            self._fail2ban = self._make_fail2ban_client(new)
+            self.monitor.client = self._fail2ban
+            self.importer.fail2ban = self.reconciler.fail2ban = self._fail2ban
+            self.importer.batch_size = self.reconciler.batch_size = new.fail2ban.batch_size
+            self.monitor.poke()
+        await self._reschedule_jobs(old, new)
+        for key in restart_needed:
+            log.warning("reload: %s changed; it takes effect at the next restart", key)
+        log.info("reload done config=%s sources=%d", new.path, len(new.sources))
+        self.update_status()
+        return {"reloaded": True, "config": new.path, "restart_needed": restart_needed}
+
+    # -- control commands -----------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "status": self._cmd_status,
+            "version": self._cmd_version,
+            "reload": self._cmd_reload,
+            "sources": self._cmd_sources,
+            "import": self._cmd_import,
+            "runs": self._cmd_runs,
+            "reconcile": self._cmd_reconcile,
+        }
+
+    async def _cmd_version(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return {"version": __version__}
+
+    async def _cmd_reload(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        try:
+            return await self.reload()
+        except ConfigError as exc:
+            raise ControlError(
+                "invalid_argument",
+                "new config refused, the running one is kept: " + "; ".join(exc.problems),
+            ) from None
+
+    async def _cmd_status(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        now = self.clock()
+        config = self.config
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "uptime": now - self.started_at,
+            "config": config.path,
+            "database": {"path": self.db.path, "schema_version": self.db.schema_version},
+            "fail2ban": {"socket": config.fail2ban.socket, **self.monitor.health.as_dict()},
+            "sources": (await self._cmd_sources(args, peer))["sources"],
+            "timers": [s.as_dict() for s in self.scheduler.states()],
+        }
+
+    async def _cmd_sources(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        rows = {row.name: row for row in await self.imports.sources()}
+        last = await self.imports.last_runs()
+        listed = []
+        for src in self.config.sources:
+            row = rows.get(src.name)
+            run = last.get(src.name, {})
+            state = self.scheduler.state(import_job(src.name))
+            listed.append({
+                "name": src.name, "jail": src.jail, "interval": src.interval,
+                "enabled": src.enabled, "location": src.location,
+                "entries": row.entries if row is not None else 0,
+                "last_success": row.last_success if row is not None else None,
+                "last_run": run.get("finished") or run.get("started"),
+                "last_state": "running" if state is not None and state.running
+                else run.get("state"),
+                "last_error": run.get("error"),
+                "next_run": state.next_run if state is not None else None,
+            })
+        return {"sources": listed}
+
+    async def _cmd_import(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        names = args.get("sources") or []
+        force, dry_run = bool(args.get("force")), bool(args.get("dry_run"))
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ControlError("invalid_argument", "sources must be a list of source names")
+        if args.get("all"):
+            names = [s.name for s in self.config.sources if s.enabled]
+        if not names:
+            raise ControlError("invalid_argument", "name at least one source, or all: true")
+        for name in names:
+            src = self.config.source(name)
+            if src is None:
+                known = ", ".join(s.name for s in self.config.sources) or "none"
+                raise ControlError("not_found", f"no source {name!r}; configured: {known}")
+            if not src.enabled:
+                raise ControlError("invalid_argument", f"source {name!r} is disabled")
+        results = await asyncio.gather(
+            *(self._import_now(name, force=force, dry_run=dry_run) for name in names)
+        )
+        return {"imports": results}
+
+    async def _import_now(self, name: str, *, force: bool, dry_run: bool) -> dict[str, Any]:
+        job = import_job(name)
+        if dry_run:
+            async with self.scheduler.exclusive(job):
+                return (await self._run_import(name, dry_run=True)).as_dict()
+        try:
+            return await self.scheduler.run_now(
+                job, lambda: self._import_job(name, force=force, trigger="manual")
+            )
+        except JobFailed as exc:
+            return exc.result
+
+    async def _cmd_runs(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        source = args.get("source")
+        limit = args.get("limit", 20)
+        if source is not None and not isinstance(source, str):
+            raise ControlError("invalid_argument", "source must be a name")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10000:
+            raise ControlError("invalid_argument", "limit must be an integer from 1 to 10000")
+        return {"runs": await self.imports.runs(source, limit)}
+
+    async def _cmd_reconcile(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        jail = args.get("jail")
+        if jail is not None and not isinstance(jail, str):
+            raise ControlError("invalid_argument", "jail must be a name")
+        async with self.scheduler.exclusive(RECONCILE_JOB):
+            reports = await self.reconciler.run(jail)
+        return {"jails": [r.as_dict() for r in reports]}
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def _settings(self) -> FilterSettings:
+        return FilterSettings(self.config.allowlist, self.config.skip_reserved)
+
+    async def _run_import(
+        self, name: str, *, force: bool = False, dry_run: bool = False, trigger: str = "timer"
+    ) -> ImportSummary:
+        src = self.config.source(name)
+        if src is None:
+            raise ControlError("not_found", f"source {name!r} is no longer configured")
+        return await self.importer.run(
+            src, self._settings(), force=force, dry_run=dry_run, trigger=trigger
+        )
+
+    async def _import_job(
+        self, name: str, *, force: bool = False, trigger: str = "timer"
+    ) -> dict[str, Any]:
+        summary = await self._run_import(name, force=force, trigger=trigger)
+        result: dict[str, Any] = summary.as_dict()
+        self.update_status()
+        if summary.state == "failed":
+            raise JobFailed(summary.error or "import failed", result)
+        return result
+
+    async def _reconcile_job(self) -> dict[str, Any]:
+        await self._withdraw_removed_sources()
+        reports = await self.reconciler.run()
+        errors = [r.error for r in reports if r.error]
+        result = {"jails": [r.as_dict() for r in reports]}
+        if errors:
+            raise JobFailed("; ".join(errors), result)
+        return result
+
+    async def _withdraw_removed_sources(self) -> None:
+        configured = {s.name for s in self.config.sources}
+        for name in await self.imports.known_sources():
+            if name not in configured:
+                await self.importer.withdraw_source(name)
+
+    def _schedule_jobs(self, config: Config) -> None:
+        for src in config.sources:
+            if src.enabled:
+                self.scheduler.add(self._make_import_job(src.name, src.interval))
+        self.scheduler.add(Job(RECONCILE_JOB, config.fail2ban.reconcile_interval,
+                               self._reconcile_job, jitter=0.0))
+
+    def _make_import_job(self, name: str, interval: float) -> Job:
+        async def run() -> dict[str, Any]:
+            return await self._import_job(name)
+
+        return Job(import_job(name), interval, run)
+
+    async def _reschedule_jobs(self, old: Config, new: Config) -> None:
+        wanted = {import_job(s.name): s for s in new.sources if s.enabled}
+        for name in self.scheduler.names():
+            if name.startswith("import:") and name not in wanted:
+                await self.scheduler.remove(name)
+        for src in wanted.values():
+            self.scheduler.update(self._make_import_job(src.name, src.interval))
+        self.scheduler.update(Job(RECONCILE_JOB, new.fail2ban.reconcile_interval,
+                                  self._reconcile_job, jitter=0.0))
+        removed = {s.name for s in old.sources} - {s.name for s in new.sources}
+        if removed:
+            # Withdrawing their entries is the reconcile job's first step.
+            self.scheduler.make_due(RECONCILE_JOB)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def update_status(self) -> None:
+        health = self._monitor.health if self._monitor is not None else Fail2banHealth()
+        f2b = {True: "up", False: "DOWN", None: "not checked"}[health.reachable]
+        self.notifier.notify(
+            f"STATUS=fail2ban {f2b}; {len(self.config.sources)} sources"
+        )
+
+    def _on_fail2ban_change(self, health: Fail2banHealth) -> None:
+        self.update_status()
+
+    async def _on_fail2ban_recover(self) -> None:
+        log.info("fail2ban is back: reconciling now")
+        self.scheduler.make_due(RECONCILE_JOB)
+
+    def _make_fail2ban_client(self, config: Config) -> Fail2banClient:
+        return Fail2banClient(
+            config.fail2ban.socket,
+            timeout=config.fail2ban.timeout,
+            batch_size=config.fail2ban.batch_size,
+        )
+
+    async def _close_fail2ban(self) -> None:
+        if self._fail2ban is not None:
+            with contextlib.suppress(Exception):
+                await self._fail2ban.close()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    def _on_stop_signal(self, name: str) -> None:
+        if self.stopping.is_set() and name == "SIGINT":
+            log.warning("second SIGINT: exiting at once")
+            os._exit(1)
+        log.info("%s received: stopping", name)
+        self.stopping.set()
+
+    def _on_hup(self) -> None:
+        log.info("SIGHUP received: reloading %s", self.config.path)
+        self.reload_requested.set()

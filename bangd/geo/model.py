@@ -1,0 +1,55 @@
+"""The one shape every geolocation source answers in.
+
+Resolvers differ (local MMDB files, the ip-api.com service), but the cache and the control
+socket should not care which one answered, only whether anything is known and where it came
+from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+ORIGIN_MMDB: Final = "mmdb"
+ORIGIN_IP_API: Final = "ip-api"
+
+
+@dataclass(frozen=True, slots=True)
+class GeoInfo:
+    """What is known about one address.
+
+    `ip` is the address exactly as the caller asked for it, so results map back onto the
+    caller's keys without re-normalising. `negative` is True when the source knows nothing;
+    a negative answer is still worth caching (for a shorter time) so the same unknown
+    address is not asked about again and again.
+    """
+
+    ip: str
+    country_code: str | None
+    country_name: str | None
+    asn: int | None
+    as_org: str | None
+    origin: str
+    negative: bool
+
+
+def negative_geo(ip: str, origin: str) -> GeoInfo:
+    """An answer that says "this source knows nothing about `ip`"."""
+    return GeoInfo(ip, None, None, None, None, origin, True)
+
+
+def geo_from_fields(
+    ip: str,
+    country_code: str | None,
+    country_name: str | None,
+    asn: int | None,
+    as_org: str | None,
+    origin: str,
+) -> GeoInfo:
+    """Build an answer, marking it negative when every field is empty.
+
+    Sources report "nothing known" in several ways (no record, empty strings, a record with
+    no usable keys); deciding negativity here keeps that rule in one place.
+    """
+    negative = country_code is None and country_name is None and asn is None and as_org is None
+    return GeoInfo(ip, country_code, country_name, asn, as_org, origin, negative)

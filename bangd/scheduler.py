@@ -1,0 +1,299 @@
+"""Periodic jobs: an interval with jitter, one run at a time, "run now", state in SQLite.
+
+The last start/finish of every job is stored, so a restart waits for what is not due instead
+of redoing it, and a run that was in progress when bangd died is found as `running` at start
+and marked `interrupted`, which makes it due at once. A failing job retries with exponential
+backoff capped at its interval; one job failing never stops another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ControlError
+from .store.db import Database
+
+log = logging.getLogger(__name__)
+
+JobFunc = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class JobFailed(Exception):
+    """A job's run failed but produced a result worth showing (e.g. an import summary)."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
+
+FIRST_RETRY = 30.0
+MAX_JITTER = 300.0
+
+
+@dataclass
+class Job:
+    """A named periodic task. `run` returns a summary; raising marks the run failed."""
+
+    name: str
+    interval: float
+    run: JobFunc
+    jitter: float = 0.1  # fraction of the interval, capped at MAX_JITTER seconds
+    first_retry: float = FIRST_RETRY
+
+
+@dataclass
+class JobState:
+    name: str
+    interval: float
+    running: bool = False
+    last_started: float | None = None
+    last_finished: float | None = None
+    last_state: str | None = None
+    last_error: str | None = None
+    failures: int = 0
+    next_run: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "interval": self.interval,
+            "running": self.running,
+            "last_started": self.last_started,
+            "last_finished": self.last_finished,
+            "last_state": self.last_state,
+            "last_error": self.last_error,
+            "failures": self.failures,
+            "next_run": self.next_run,
+        }
+
+
+@dataclass
+class _Entry:
+    job: Job
+    state: JobState
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task: asyncio.Task[None] | None = None
+
+
+class Scheduler:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.rng = rng
+        self._entries: dict[str, _Entry] = {}
+        self._stored: dict[str, JobState] = {}
+        self._started = False
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Load stored state; runs left `running` by a dead bangd become `interrupted`."""
+        now = self.clock()
+        interrupted = await self.db.execute(
+            "UPDATE job_state SET last_state = 'interrupted', last_finished = ?, "
+            "last_error = 'bangd stopped during this run' WHERE last_state = 'running'",
+            (now,),
+        )
+        if interrupted:
+            log.warning("jobs interrupted by the previous stop: %d; they run again now",
+                        interrupted)
+        for row in await self.db.fetchall("SELECT * FROM job_state"):
+            self._stored[row["name"]] = JobState(
+                name=row["name"],
+                interval=0.0,
+                last_started=row["last_started"],
+                last_finished=row["last_finished"],
+                last_state=row["last_state"],
+                last_error=row["last_error"],
+                failures=row["failures"],
+            )
+        self._started = True
+        for entry in self._entries.values():
+            self._launch(entry)
+
+    def add(self, job: Job) -> None:
+        if job.interval <= 0:
+            raise ValueError(f"job {job.name}: interval must be positive")
+        if job.name in self._entries:
+            raise ValueError(f"job {job.name} already scheduled")
+        stored = self._stored.get(job.name)
+        state = JobState(name=job.name, interval=job.interval)
+        if stored is not None:
+            state.last_started = stored.last_started
+            state.last_finished = stored.last_finished
+            state.last_state = stored.last_state
+            state.last_error = stored.last_error
+            state.failures = stored.failures
+        entry = _Entry(job, state)
+        entry.state.next_run = self._next_run(entry)
+        self._entries[job.name] = entry
+        if self._started:
+            self._launch(entry)
+
+    def update(self, job: Job) -> None:
+        """Replace a job's definition (e.g. a new interval after reload), keeping its state."""
+        entry = self._entries.get(job.name)
+        if entry is None:
+            self.add(job)
+            return
+        entry.job = job
+        entry.state.interval = job.interval
+        entry.state.next_run = self._next_run(entry)
+        entry.wake.set()
+
+    async def remove(self, name: str) -> None:
+        """Unschedule a job; a run in progress is allowed to finish first."""
+        entry = self._entries.pop(name, None)
+        if entry is None:
+            return
+        async with entry.lock:
+            if entry.task is not None:
+                entry.task.cancel()
+                await asyncio.gather(entry.task, return_exceptions=True)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def state(self, name: str) -> JobState | None:
+        entry = self._entries.get(name)
+        return entry.state if entry is not None else None
+
+    def states(self) -> list[JobState]:
+        return [entry.state for entry in self._entries.values()]
+
+    async def run_now(self, name: str, func: JobFunc | None = None) -> dict[str, Any]:
+        """Run a job at once and return its summary; `busy` if it is already running.
+
+        `func` replaces the job's own function for this run (e.g. a forced import) while
+        still counting as the job's run: same slot, same recorded state.
+        """
+        entry = self._entry(name)
+        async with self.exclusive(name):
+            return await self._run(entry, func)
+
+    def make_due(self, name: str) -> None:
+        """Ask for a run soon without waiting for it (e.g. after fail2ban came back)."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            entry.state.next_run = self.clock()
+            entry.wake.set()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """Hold a job's run slot, for work such as a dry run that must not overlap a run."""
+        entry = self._entry(name)
+        if entry.lock.locked():
+            raise ControlError("busy", f"{name} is running right now; try again when it ends")
+        async with entry.lock:
+            yield
+
+    def _entry(self, name: str) -> _Entry:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ControlError("not_found", f"no job named {name!r}")
+        return entry
+
+    async def stop(self, grace: float = 8.0) -> None:
+        """Stop all timers; running jobs get `grace` seconds to reach a safe point."""
+        self._stopping = True
+        tasks = [e.task for e in self._entries.values() if e.task is not None]
+        for entry in self._entries.values():
+            entry.wake.set()
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _launch(self, entry: _Entry) -> None:
+        if entry.task is None or entry.task.done():
+            entry.task = asyncio.create_task(self._loop(entry), name=f"job:{entry.job.name}")
+
+    def _next_run(self, entry: _Entry) -> float:
+        state, job = entry.state, entry.job
+        now = self.clock()
+        if state.last_state in (None, "interrupted") or state.last_finished is None:
+            return now
+        if state.last_state == "failed" and state.failures > 0:
+            delay = min(job.interval, job.first_retry * 2.0 ** (state.failures - 1))
+        else:
+            delay = job.interval + min(job.interval * job.jitter, MAX_JITTER) * self.rng()
+        return state.last_finished + delay
+
+    async def _loop(self, entry: _Entry) -> None:
+        while not self._stopping:
+            entry.wake.clear()
+            due = entry.state.next_run if entry.state.next_run is not None else self.clock()
+            wait = due - self.clock()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await entry.wake.wait()
+                continue
+            if entry.lock.locked():
+                # A "run now" is in progress; it reschedules when done.
+                await entry.wake.wait()
+                continue
+            async with entry.lock:
+                with contextlib.suppress(Exception):
+                    await self._run(entry)
+
+    async def _run(self, entry: _Entry, func: JobFunc | None = None) -> dict[str, Any]:
+        name, state = entry.job.name, entry.state
+        started = self.clock()
+        state.running = True
+        state.last_started = started
+        await self._persist(state, "running")
+        try:
+            result = await (func or entry.job.run)()
+        except asyncio.CancelledError:
+            state.running = False
+            state.last_finished = self.clock()
+            state.last_error = "bangd stopped during this run"
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._persist(state, "interrupted"))
+            raise
+        except Exception as exc:
+            state.running = False
+            state.last_finished = self.clock()
+            state.failures += 1
+            state.last_error = str(exc) or type(exc).__name__
+            await self._persist(state, "failed")
+            state.next_run = self._next_run(entry)
+            entry.wake.set()
+            log.error("job=%s state=failed failures=%d retry_in=%.0fs error=%s",
+                      name, state.failures, state.next_run - self.clock(), state.last_error)
+            raise
+        state.running = False
+        state.last_finished = self.clock()
+        state.failures = 0
+        state.last_error = None
+        await self._persist(state, "ok")
+        state.next_run = self._next_run(entry)
+        entry.wake.set()
+        return result
+
+    async def _persist(self, state: JobState, job_state: str) -> None:
+        state.last_state = job_state
+        await self.db.execute(
+            "INSERT INTO job_state (name, last_started, last_finished, last_state, last_error,"
+            " failures) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
+            " last_started = excluded.last_started, last_finished = excluded.last_finished,"
+            " last_state = excluded.last_state, last_error = excluded.last_error,"
+            " failures = excluded.failures",
+            (state.name, state.last_started, state.last_finished, job_state,
+             state.last_error, state.failures),
+        )

@@ -1,0 +1,402 @@
+"""Blocklist imports: fetch, parse, and apply only the difference to fail2ban, exactly once.
+
+Idempotency rests on two records. `import_runs` says what each run saw (content hash) and
+how it ended; unchanged content is recognised from an HTTP 304, the raw bytes' digest or
+the normalised set's digest, cheapest first, and sends nothing. `applied` says which
+entries each source has in which jail, and is written in step with fail2ban:
+
+    1. rows for a batch are committed as `pending`,
+    2. the batch is sent with one `banip`,
+    3. the rows are committed as `applied`.
+
+A crash between 1 and 3 leaves `pending` rows; the next run asks fail2ban once which of
+them arrived, instead of sending them again. So no address is ever sent twice for the same
+source, and a re-run sends only what is still missing. Unbans work the same way with
+`removing`, and bangd never unbans an entry it did not ban (`owned`) or that another source
+still lists for that jail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..config import IPNetwork, SourceConfig
+from ..errors import BangdError, Fail2banError, FetchError
+from ..sources.fetch import Fetched
+from ..sources.parse import ParsedList, parse_blocklist, raw_digest
+from ..store.imports import ImportStore, SourceRow, chunked
+
+log = logging.getLogger(__name__)
+
+
+class Fail2ban(Protocol):
+    async def ban(self, jail: str, addrs: Sequence[str]) -> int: ...
+    async def unban(self, jail: str, addrs: Sequence[str]) -> int: ...
+    async def banned(self, jail: str) -> list[str]: ...
+
+
+class Fetch(Protocol):
+    async def fetch(
+        self, source: SourceConfig, *, etag: str | None = None, last_modified: str | None = None
+    ) -> Fetched: ...
+
+
+class ImportRefused(BangdError):
+    """The list itself is unacceptable (e.g. over max_entries): nothing was applied."""
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """What shapes the entry set besides the list: a change means re-applying."""
+
+    allowlist: tuple[IPNetwork, ...]
+    skip_reserved: bool
+
+    def digest(self, jail: str) -> str:
+        text = "|".join(
+            [jail, str(self.skip_reserved), *sorted(str(n) for n in self.allowlist)]
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class ImportSummary:
+    source: str
+    jail: str
+    state: str  # completed | unchanged | failed | (dry runs) would-change | unchanged
+    added: int = 0
+    removed: int = 0
+    invalid: int = 0
+    skipped: int = 0
+    skipped_allowlist: int = 0
+    skipped_reserved: int = 0
+    entries: int | None = None
+    sent: int = 0
+    took: float = 0.0
+    error: str | None = None
+    run_id: int | None = None
+    dry_run: bool = False
+    invalid_lines: list[tuple[int, str]] = field(default_factory=list)
+    would_add: list[str] = field(default_factory=list)
+    would_remove: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {
+            "source": self.source, "jail": self.jail, "state": self.state,
+            "added": self.added, "removed": self.removed, "invalid": self.invalid,
+            "skipped": self.skipped, "skipped_allowlist": self.skipped_allowlist,
+            "skipped_reserved": self.skipped_reserved, "entries": self.entries,
+            "sent": self.sent, "took": round(self.took, 3), "error": self.error,
+            "run_id": self.run_id, "dry_run": self.dry_run,
+            "invalid_lines": [list(x) for x in self.invalid_lines],
+        }
+        if self.dry_run:
+            data["would_add"] = self.would_add[:20]
+            data["would_remove"] = self.would_remove[:20]
+        return data
+
+    def log_line(self) -> str:
+        line = (
+            f"source={self.source} jail={self.jail} state={self.state} added={self.added} "
+            f"removed={self.removed} invalid={self.invalid} skipped={self.skipped} "
+            f"entries={self.entries if self.entries is not None else '-'} "
+            f"took={self.took:.2f}s"
+        )
+        if self.dry_run:
+            line += " dry_run=true"
+        if self.error:
+            line += f" error={self.error}"
+        return line
+
+
+OnBanned = Callable[[str, list[str]], Awaitable[None]]
+OnUnchanged = Callable[[str], Awaitable[None]]
+
+
+class Importer:
+    def __init__(
+        self,
+        store: ImportStore,
+        fail2ban: Fail2ban,
+        fetcher: Fetch,
+        *,
+        batch_size: int = 1000,
+        apply_lock: asyncio.Lock | None = None,
+        clock: Callable[[], float] = time.time,
+        on_banned: OnBanned | None = None,
+        on_unchanged: OnUnchanged | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.store = store
+        self.fail2ban = fail2ban
+        self.fetcher = fetcher
+        self.batch_size = batch_size
+        # One writer to fail2ban at a time: an import's unban must not race a
+        # reconciliation's re-ban of the same entry.
+        self.apply_lock = apply_lock if apply_lock is not None else asyncio.Lock()
+        self.clock = clock
+        self.on_banned = on_banned
+        self.on_unchanged = on_unchanged
+
+    async def run(
+        self,
+        source: SourceConfig,
+        settings: FilterSettings,
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        trigger: str = "timer",
+    ) -> ImportSummary:
+        """Import one source; always returns a summary, `failed` ones included."""
+        started, t0 = self.clock(), time.monotonic()
+        summary = ImportSummary(source.name, source.jail, "running", dry_run=dry_run)
+        run_id = None
+        if not dry_run:
+            run_id = await self.store.start_run(
+                source.name, source.jail, "force" if force else trigger, started
+            )
+        summary.run_id = run_id
+        try:
+            await self._import(source, settings, summary, force=force)
+        except asyncio.CancelledError:
+            summary.state = "interrupted"
+            summary.error = "bangd stopped during this run"
+            if run_id is not None:
+                await asyncio.shield(self._finish(summary, run_id))
+            raise
+        except (FetchError, Fail2banError, ImportRefused, ValueError) as exc:
+            summary.state, summary.error = "failed", str(exc)
+        except Exception as exc:
+            log.exception("source=%s import crashed", source.name)
+            summary.state, summary.error = "failed", f"{type(exc).__name__}: {exc}"
+        summary.took = time.monotonic() - t0
+        if run_id is not None:
+            await self._finish(summary, run_id)
+        level = logging.ERROR if summary.state == "failed" else logging.INFO
+        log.log(level, "%s", summary.log_line())
+        for number, text in summary.invalid_lines:
+            log.warning("source=%s invalid line %d: %s", source.name, number, text)
+        return summary
+
+    async def _finish(self, summary: ImportSummary, run_id: int) -> None:
+        await self.store.finish_run(
+            run_id, state=summary.state, entries=summary.entries, added=summary.added,
+            removed=summary.removed, invalid=summary.invalid, skipped=summary.skipped,
+            finished=self.clock(), error=summary.error,
+        )
+
+    async def _import(
+        self, source: SourceConfig, settings: FilterSettings, summary: ImportSummary,
+        *, force: bool,
+    ) -> None:
+        prev = await self.store.source(source.name)
+        settings_digest = settings.digest(source.jail)
+        unfinished = await self.store.unfinished(source.name)
+        shortcuts = (
+            not force
+            and not unfinished
+            and prev is not None
+            and prev.settings_digest == settings_digest
+            and prev.jail == source.jail
+        )
+        fetched = await self.fetcher.fetch(
+            source,
+            etag=prev.etag if shortcuts and prev else None,
+            last_modified=prev.last_modified if shortcuts and prev else None,
+        )
+        if fetched.not_modified or fetched.body is None:
+            await self._unchanged(source, prev, fetched, None, summary)
+            return
+        body_digest = raw_digest(fetched.body)
+        if shortcuts and prev is not None and prev.raw_digest == body_digest:
+            await self._unchanged(source, prev, fetched, body_digest, summary)
+            return
+        parsed = await asyncio.to_thread(
+            parse_blocklist, fetched.body,
+            allowlist=settings.allowlist, skip_reserved=settings.skip_reserved,
+        )
+        summary.invalid = parsed.invalid
+        summary.invalid_lines = list(parsed.invalid_lines)
+        summary.skipped_allowlist = parsed.skipped_allowlist
+        summary.skipped_reserved = parsed.skipped_reserved
+        summary.skipped = parsed.skipped_allowlist + parsed.skipped_reserved
+        summary.entries = len(parsed.entries)
+        if len(parsed.entries) > source.max_entries:
+            raise ImportRefused(
+                f"source {source.name}: list has {len(parsed.entries)} entries, more than "
+                f"max_entries {source.max_entries}; nothing applied. Raise "
+                "sources[].max_entries if the list is really that big"
+            )
+        if shortcuts and prev is not None and prev.entries_digest == parsed.digest:
+            await self._unchanged(source, prev, fetched, body_digest, summary)
+            return
+        if summary.dry_run:
+            await self._plan(source, parsed, summary)
+            return
+        async with self.apply_lock:
+            await self._recover(source.name, unfinished)
+            newly_banned = await self._apply(source, parsed.entries, summary)
+            if force:
+                summary.sent += await self._reapply_missing(source, summary.run_id)
+        await self.store.save_source(
+            name=source.name, jail=source.jail, location=source.location,
+            etag=fetched.etag, last_modified=fetched.last_modified,
+            raw_digest=body_digest, entries_digest=parsed.digest,
+            settings_digest=settings_digest, entries=len(parsed.entries),
+            last_success=self.clock(),
+        )
+        summary.state = "completed"
+        if self.on_banned is not None and newly_banned:
+            await self.on_banned(source.name, newly_banned)
+
+    async def _unchanged(
+        self, source: SourceConfig, prev: SourceRow | None, fetched: Fetched,
+        body_digest: str | None, summary: ImportSummary,
+    ) -> None:
+        summary.state = "unchanged"
+        if prev is not None:
+            summary.entries = prev.entries
+        if summary.dry_run or prev is None:
+            return
+        await self.store.touch_source(
+            source.name,
+            etag=fetched.etag or prev.etag,
+            last_modified=fetched.last_modified or prev.last_modified,
+            raw_digest=body_digest or prev.raw_digest,
+            last_success=self.clock(),
+        )
+        if self.on_unchanged is not None:
+            await self.on_unchanged(source.name)
+
+    async def _plan(self, source: SourceConfig, parsed: ParsedList, summary: ImportSummary) -> None:
+        current = await self.store.entries_of(source.name, source.jail)
+        to_add, to_remove = await asyncio.to_thread(_delta, parsed.entries, current)
+        summary.added, summary.removed = len(to_add), len(to_remove)
+        summary.would_add, summary.would_remove = to_add, to_remove
+        summary.state = "would-change" if to_add or to_remove else "unchanged"
+        for old_jail in await self.store.jails_of(source.name):
+            if old_jail != source.jail:
+                summary.removed += len(await self.store.entries_of(source.name, old_jail))
+
+    async def _recover(self, name: str, unfinished: list[tuple[str, str, str]]) -> None:
+        """Settle rows a crash left half-done, asking fail2ban once per jail."""
+        if not unfinished:
+            return
+        by_jail: dict[str, list[tuple[str, str]]] = {}
+        for jail, entry, state in unfinished:
+            by_jail.setdefault(jail, []).append((entry, state))
+        for jail, rows in by_jail.items():
+            banned = set(await self.fail2ban.banned(jail))
+            arrived = [e for e, s in rows if s == "pending" and e in banned]
+            lost = [e for e, s in rows if s == "pending" and e not in banned]
+            removing = [e for e, s in rows if s == "removing"]
+            async with self.store.db.transaction():
+                await self.store.set_state(name, jail, arrived, "applied")
+                await self.store.delete_entries(name, jail, lost)
+            if removing:
+                await self._withdraw(name, jail, removing, banned)
+            log.warning(
+                "source=%s jail=%s recovered after an interrupted run: arrived=%d "
+                "not_arrived=%d unbans_finished=%d",
+                name, jail, len(arrived), len(lost), len(removing),
+            )
+
+    async def _apply(
+        self, source: SourceConfig, desired: frozenset[str], summary: ImportSummary
+    ) -> list[str]:
+        name, jail = source.name, source.jail
+        for old_jail in await self.store.jails_of(name):
+            if old_jail != jail:
+                old = sorted(await self.store.entries_of(name, old_jail))
+                summary.removed += await self._remove(name, old_jail, old)
+        current = await self.store.entries_of(name, jail)
+        to_add, to_remove = await asyncio.to_thread(_delta, desired, current)
+        if to_add:
+            summary.sent = await self._add(name, jail, to_add, summary.run_id)
+        if to_remove:
+            summary.removed += await self._remove(name, jail, to_remove)
+        summary.added = len(to_add)
+        return [e for e in to_add if "/" not in e]
+
+    async def _reapply_missing(self, source: SourceConfig, run_id: int | None) -> int:
+        """--force: re-ban this source's entries that fail2ban no longer holds."""
+        current = await self.store.entries_of(source.name, source.jail)
+        banned = set(await self.fail2ban.banned(source.jail))
+        missing = sorted(current - banned)
+        for batch in chunked(missing, self.batch_size):
+            await self.fail2ban.ban(source.jail, batch)
+            await self.store.set_owned(source.jail, batch)
+        if missing:
+            log.warning("source=%s jail=%s re-banned %d entries fail2ban had lost",
+                        source.name, source.jail, len(missing))
+        return len(missing)
+
+    async def _add(self, name: str, jail: str, entries: list[str], run_id: int | None) -> int:
+        """Apply new entries; return how many were sent to fail2ban."""
+        others = await self.store.held_by_others(jail, name)
+        banned_now = set(await self.fail2ban.banned(jail)) if entries else set()
+        known: list[tuple[str, str, int]] = []
+        to_send: list[str] = []
+        for entry in entries:
+            if entry in others:
+                known.append((entry, "applied", others[entry]))
+            elif entry in banned_now:
+                known.append((entry, "applied", 0))  # someone else's ban: never ours to lift
+            else:
+                to_send.append(entry)
+        if known:
+            async with self.store.db.transaction():
+                await self.store.insert_entries(name, jail, known, run_id)
+        for batch in chunked(to_send, self.batch_size):
+            async with self.store.db.transaction():
+                await self.store.insert_entries(
+                    name, jail, ((e, "pending", 1) for e in batch), run_id
+                )
+            await self.fail2ban.ban(jail, batch)
+            await self.store.confirm_pending(name)
+        return len(to_send)
+
+    async def _remove(self, name: str, jail: str, entries: list[str]) -> int:
+        for batch in chunked(entries, self.batch_size):
+            await self.store.set_state(name, jail, batch, "removing")
+        await self._withdraw(name, jail, entries, None)
+        return len(entries)
+
+    async def _withdraw(
+        self, name: str, jail: str, entries: Sequence[str], banned: set[str] | None
+    ) -> None:
+        """Unban `removing` entries this source held, then forget them."""
+        others = await self.store.held_by_others(jail, name)
+        for batch in chunked(list(entries), self.batch_size):
+            owned = await self.store.owned_of(name, jail, batch)
+            lift = [
+                e for e in batch
+                if owned.get(e) and e not in others and (banned is None or e in banned)
+            ]
+            if lift:
+                await self.fail2ban.unban(jail, lift)
+            await self.store.delete_entries(name, jail, batch)
+
+    async def withdraw_source(self, name: str) -> int:
+        """A source left the config: unban what only it listed, and forget it."""
+        removed = 0
+        async with self.apply_lock:
+            await self._recover(name, await self.store.unfinished(name))
+            for jail in await self.store.jails_of(name):
+                entries = sorted(await self.store.entries_of(name, jail))
+                removed += await self._remove(name, jail, entries)
+        await self.store.delete_source(name)
+        log.info("source=%s withdrawn removed=%d", name, removed)
+        return removed
+
+
+def _delta(desired: frozenset[str], current: set[str]) -> tuple[list[str], list[str]]:
+    """(to add, to remove), sorted so batches and logs are deterministic."""
+    return sorted(desired - current), sorted(current - desired)

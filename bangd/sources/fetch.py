@@ -1,0 +1,465 @@
+"""Fetching a blocklist's raw bytes from an HTTP(S) URL or a local file.
+
+The fetcher's job is to hand the importer either the bytes of a list or a clear "nothing
+changed", and never to let a hostile or broken server cost unbounded time or memory:
+every attempt is bounded by the source's timeout, the decoded body by its max_bytes
+(checked while streaming, so a gzip bomb stops at the cap instead of filling memory), and
+retries by a fixed count with exponential backoff through an injected sleep.
+
+Unchanged lists are recognised before a byte is parsed: HTTP validators (ETag,
+Last-Modified) give a 304, and files get a cheap stat-based validator of the same shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import aiohttp
+
+from ..config import SourceConfig
+from ..errors import FetchError
+
+_log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT: Final = 30.0
+"""Upper bound on opening a socket, inside the source's total timeout."""
+TIMEOUT_GRACE: Final = 5.0
+"""An outer asyncio bound a little above aiohttp's own, in case aiohttp's timer misses."""
+MAX_RETRY_AFTER: Final = 300.0
+"""A server asking to wait longer than this is waited for this long, not more."""
+FILE_CHUNK: Final = 1024 * 1024
+INFLATE_SLICE: Final = 256 * 1024
+"""Most bytes one decompress step may produce, so memory stays near the cap on a bomb."""
+RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_TRANSPORT_ENCODINGS: Final = ("gzip", "x-gzip", "deflate")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One fetch's outcome; the validators are what to pass to the next fetch."""
+
+    body: bytes | None
+    not_modified: bool
+    etag: str | None
+    last_modified: str | None
+    status: int | None
+    took: float
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class _BodyProblem(Exception):
+    """The body broke a rule; the message is the reason and what to do, without the source."""
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way the next attempt may not; carries the final message parts."""
+
+    def __init__(self, reason: str, hint: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.hint = hint
+        self.retry_after = retry_after
+
+
+class _Capped:
+    """Keeps the decoded body, failing as soon as it passes the cap."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._chunks: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self._max_bytes:
+            raise _BodyProblem(_too_big(self._max_bytes))
+        if data:
+            self._chunks.append(data)
+
+    def close(self) -> None:
+        pass
+
+    def value(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+class _Inflater:
+    """zlib/gzip decoding in bounded slices, so one small input cannot allocate a huge output.
+
+    Concatenated gzip members (what `cat a.gz b.gz` makes) are decoded one after another.
+    """
+
+    def __init__(self, wbits: int, out: _Sink, what: str) -> None:
+        self._wbits = wbits
+        self._out = out
+        self._what = what
+        self._z = zlib.decompressobj(wbits)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._inflate(data)
+        except zlib.error as exc:
+            raise _BodyProblem(f"{self._what} is not valid: {exc}: check the url or file") from None
+
+    def _inflate(self, data: bytes) -> None:
+        pending = True
+        while pending:
+            out = self._z.decompress(data, INFLATE_SLICE)
+            self._out.write(out)
+            data = self._z.unconsumed_tail
+            if self._z.eof:
+                data = self._z.unused_data.lstrip(b"\0")
+                if not data:
+                    return
+                self._z = zlib.decompressobj(self._wbits)
+            pending = bool(data) or len(out) == INFLATE_SLICE
+
+    def close(self) -> None:
+        self.write(b"")
+        if not self._z.eof:
+            raise _BodyProblem(f"{self._what} is truncated: check the url or file")
+        self._out.close()
+
+
+class _GzipSniffer:
+    """Decompresses the body when it is itself a gzip file, whatever its name or type says.
+
+    The magic bytes decide, not the URL or Content-Type: a text list never starts with them,
+    and servers disagree about labelling .gz files (some also decode them in transit).
+    """
+
+    def __init__(self, out: _Sink) -> None:
+        self._out = out
+        self._head = b""
+        self._target: _Sink | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._target is None:
+            self._head += data
+            if len(self._head) < len(_GZIP_MAGIC):
+                return
+            data, self._head = self._head, b""
+            self._target = self._choose(data)
+        self._target.write(data)
+
+    def _choose(self, head: bytes) -> _Sink:
+        if head.startswith(_GZIP_MAGIC):
+            return _Inflater(16 + zlib.MAX_WBITS, self._out, "gzip body")
+        return self._out
+
+    def close(self) -> None:
+        if self._target is None:
+            self._target = self._out
+            self._target.write(self._head)
+        self._target.close()
+
+
+class _BodyDecoder:
+    """transport decoding (if aiohttp left it to us) -> .gz decoding -> cap."""
+
+    def __init__(self, max_bytes: int, transport_encoding: str | None = None) -> None:
+        self._capped = _Capped(max_bytes)
+        self._first: _Sink = _GzipSniffer(self._capped)
+        self._deflate_pending = False
+        if transport_encoding in ("gzip", "x-gzip"):
+            self._first = _Inflater(16 + zlib.MAX_WBITS, self._first, "gzip Content-Encoding")
+        elif transport_encoding == "deflate":
+            self._deflate_pending = True
+            self._head = b""
+
+    def write(self, data: bytes) -> None:
+        if self._deflate_pending:
+            self._head += data
+            if len(self._head) < 2:
+                return
+            data = self._start_deflate()
+        self._first.write(data)
+
+    def finish(self) -> bytes:
+        if self._deflate_pending:
+            self._first.write(self._start_deflate())
+        self._first.close()
+        return self._capped.value()
+
+    def _start_deflate(self) -> bytes:
+        head, self._head = self._head, b""
+        self._first = _Inflater(_deflate_wbits(head), self._first, "deflate Content-Encoding")
+        self._deflate_pending = False
+        return head
+
+
+def _deflate_wbits(head: bytes) -> int:
+    """HTTP "deflate" should be zlib-wrapped but some servers send raw deflate; tell by header."""
+    if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0:
+        return zlib.MAX_WBITS
+    return -zlib.MAX_WBITS
+
+
+def _too_big(max_bytes: int) -> str:
+    return (
+        f"body exceeds max_bytes {max_bytes}: "
+        "raise sources[].max_bytes if the list is really that big"
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a numeric Retry-After; the HTTP-date form falls back to our backoff."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return min(float(value.strip()), MAX_RETRY_AFTER)
+
+
+def file_validator(st: os.stat_result) -> str:
+    """A validator that changes whenever the file is replaced or rewritten."""
+    return f"file:{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
+
+
+def make_session(*, connections: int = 8) -> aiohttp.ClientSession:
+    """The session to fetch lists with; create it inside the running event loop.
+
+    auto_decompress=False leaves Content-Encoding to the fetcher, which inflates in bounded
+    slices: aiohttp decodes each network chunk in one go (a 250 KiB gzip bomb costs about
+    300 MB with aiohttp 3.8 before the cap can see it). Other clients (ip-api) that want
+    aiohttp to decode for them need their own session.
+    """
+    return aiohttp.ClientSession(
+        auto_decompress=False,
+        connector=aiohttp.TCPConnector(limit=connections),
+        timeout=aiohttp.ClientTimeout(total=300.0, sock_connect=CONNECT_TIMEOUT),
+    )
+
+
+class Fetcher:
+    """Fetches sources with bounded time, memory and retries; one per HTTP session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        user_agent: str,
+        retries: int = 3,
+        backoff: float = 1.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if backoff < 0:
+            raise ValueError(f"backoff must be >= 0, got {backoff}")
+        self._session = session
+        self._user_agent = user_agent
+        self._retries = retries
+        self._backoff = backoff
+        self._sleep = sleep
+        self._clock = clock
+
+    async def fetch(
+        self, source: SourceConfig, *, etag: str | None = None, last_modified: str | None = None
+    ) -> Fetched:
+        """The list's decoded bytes, or not_modified when the validators still match.
+
+        Raises FetchError with a one-line message naming the source and what to do.
+        """
+        started = self._clock()
+        if source.url is not None:
+            status, body, etag, last_modified = await self._fetch_url(
+                source, source.url, etag, last_modified
+            )
+        elif source.path is not None:
+            status = None
+            body, etag = await self._fetch_file(source, source.path, etag)
+        else:
+            raise FetchError(f"source {source.name}: has neither url nor path: set one of them")
+        took = self._clock() - started
+        _log.debug(
+            "source=%s status=%s bytes=%s took=%.3f",
+            source.name,
+            status if status is not None else ("file" if body is not None else "file-unchanged"),
+            len(body) if body is not None else 0,
+            took,
+        )
+        return Fetched(
+            body=body,
+            not_modified=body is None,
+            etag=etag,
+            last_modified=last_modified,
+            status=status,
+            took=took,
+        )
+
+    # --- HTTP ---------------------------------------------------------------------------
+
+    async def _fetch_url(
+        self, source: SourceConfig, url: str, etag: str | None, last_modified: str | None
+    ) -> tuple[int, bytes | None, str | None, str | None]:
+        headers = {"User-Agent": self._user_agent, "Accept-Encoding": "gzip, deflate"}
+        if etag is not None:
+            headers["If-None-Match"] = etag
+        if last_modified is not None:
+            headers["If-Modified-Since"] = last_modified
+        attempts = self._retries + 1
+        for attempt in range(attempts):
+            try:
+                return await self._attempt(source, url, headers, etag, last_modified)
+            except _Retryable as exc:
+                if attempt + 1 == attempts:
+                    shown = f" ({attempts} attempts)" if attempts > 1 else ""
+                    raise FetchError(
+                        f"source {source.name}: {exc.reason}{shown}: {exc.hint}"
+                    ) from None
+                delay = self._backoff * 2**attempt
+                if exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)
+                _log.debug("source=%s retry in %.1fs after: %s", source.name, delay, exc.reason)
+                await self._sleep(delay)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _attempt(
+        self,
+        source: SourceConfig,
+        url: str,
+        headers: dict[str, str],
+        etag: str | None,
+        last_modified: str | None,
+    ) -> tuple[int, bytes | None, str | None, str | None]:
+        timeout = aiohttp.ClientTimeout(
+            total=source.timeout, sock_connect=min(source.timeout, CONNECT_TIMEOUT)
+        )
+        try:
+            async with asyncio.timeout(source.timeout + TIMEOUT_GRACE):
+                async with self._session.get(url, headers=headers, timeout=timeout) as resp:
+                    return await self._read_response(source, url, resp, etag, last_modified)
+        except _BodyProblem as exc:
+            raise FetchError(f"source {source.name}: {url}: {exc}") from None
+        except TimeoutError:
+            raise _Retryable(
+                f"timed out after {_seconds(source.timeout)} fetching {url}",
+                "check that the server answers, or raise sources[].timeout",
+            ) from None
+        except aiohttp.ClientSSLError as exc:
+            raise FetchError(
+                f"source {source.name}: TLS failed for {url}: {exc}: check the url and the "
+                "server's certificate"
+            ) from None
+        except aiohttp.ClientConnectionError as exc:
+            raise _Retryable(
+                f"connection to {url} failed: {exc or type(exc).__name__}",
+                "check the url and the network",
+            ) from None
+        except aiohttp.ClientPayloadError as exc:
+            raise _Retryable(
+                f"broken response body from {url}: {exc}", "the server or network is failing"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise FetchError(
+                f"source {source.name}: request to {url} failed: "
+                f"{type(exc).__name__}: {exc}: check the url"
+            ) from None
+
+    async def _read_response(
+        self,
+        source: SourceConfig,
+        url: str,
+        resp: aiohttp.ClientResponse,
+        etag: str | None,
+        last_modified: str | None,
+    ) -> tuple[int, bytes | None, str | None, str | None]:
+        status = resp.status
+        new_etag = resp.headers.get("ETag")
+        new_last_modified = resp.headers.get("Last-Modified")
+        if status == 304 and (etag is not None or last_modified is not None):
+            return status, None, new_etag or etag, new_last_modified or last_modified
+        if status in RETRY_STATUSES:
+            raise _Retryable(
+                f"HTTP {status} from {url}",
+                "the server is failing or rate-limiting; the next run will try again",
+                _retry_after(resp.headers.get("Retry-After")),
+            )
+        if status != 200:
+            raise FetchError(f"source {source.name}: HTTP {status} from {url}: check the url")
+        length = resp.content_length
+        if length is not None and length > source.max_bytes:
+            resp.close()
+            raise _BodyProblem(_too_big(source.max_bytes))
+        decoder = _BodyDecoder(source.max_bytes, self._encoding_left_to_us(resp))
+        try:
+            async for chunk in resp.content.iter_any():
+                decoder.write(chunk)
+            body = decoder.finish()
+        except _BodyProblem:
+            resp.close()
+            raise
+        return status, body, new_etag, new_last_modified
+
+    def _encoding_left_to_us(self, resp: aiohttp.ClientResponse) -> str | None:
+        """The Content-Encoding we must decode ourselves: only when the session does not.
+
+        A session made with auto_decompress=False lets this fetcher decode gzip in bounded
+        slices; aiohttp decodes each network chunk in one go.
+        """
+        encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+        if self._session.auto_decompress or encoding in ("", "identity"):
+            return None
+        if encoding not in _TRANSPORT_ENCODINGS:
+            raise _BodyProblem(
+                f"unsupported Content-Encoding {encoding!r}: the server ignored "
+                "Accept-Encoding: gzip, deflate; report it to the list's maintainer"
+            )
+        return encoding
+
+    # --- files --------------------------------------------------------------------------
+
+    async def _fetch_file(
+        self, source: SourceConfig, path: str, etag: str | None
+    ) -> tuple[bytes | None, str]:
+        try:
+            async with asyncio.timeout(source.timeout):
+                return await asyncio.to_thread(_read_file, path, etag, source.max_bytes)
+        except TimeoutError:
+            raise FetchError(
+                f"source {source.name}: timed out after {_seconds(source.timeout)} reading "
+                f"{path}: check the disk, or raise sources[].timeout"
+            ) from None
+        except _BodyProblem as exc:
+            raise FetchError(f"source {source.name}: {path}: {exc}") from None
+        except OSError as exc:
+            raise FetchError(
+                f"source {source.name}: cannot read {path}: {exc.strerror or exc}: "
+                "check the path and its permissions"
+            ) from None
+
+
+def _read_file(path: str, etag: str | None, max_bytes: int) -> tuple[bytes | None, str]:
+    """Blocking read for a worker thread; the validator comes from the opened file itself."""
+    # O_NONBLOCK: opening a FIFO must not hang the worker thread before the type check.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _BodyProblem("not a regular file: point sources[].path at a file")
+        validator = file_validator(st)
+        if etag == validator:
+            return None, validator
+        if st.st_size > max_bytes:
+            raise _BodyProblem(_too_big(max_bytes))
+        decoder = _BodyDecoder(max_bytes)
+        while chunk := fh.read(FILE_CHUNK):
+            decoder.write(chunk)
+        return decoder.finish(), validator

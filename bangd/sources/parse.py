@@ -1,0 +1,379 @@
+"""Blocklist text into a set of normalised entries, fast enough for million-line lists.
+
+The text format is SPEC.md's "Blocklist text format". Whatever this module lets through is
+sent to fail2ban verbatim, and fail2ban accepts and stores any string (README section 1),
+so the parser is the only place a non-address can be stopped: it rejects anything it is
+not sure about.
+
+Speed: `ipaddress` costs 6-11 s per million lines (README section 8), more than fail2ban
+itself. The hot path here therefore never builds `ipaddress` objects. A plain IPv4 line is
+accepted by glibc's `inet_pton(AF_INET)`, which takes only canonical dotted quads (exactly
+four decimal parts, each 0-255, no leading zeros, nothing else), so the line text already
+is its normalised form. Allowlist and reserved checks are integer comparisons against
+sorted, merged ranges, and are skipped entirely for addresses whose first octet touches
+none of them. Every other shape (CIDR, IPv6, trailing comments, garbage) takes the careful
+path, still without `ipaddress`.
+
+Comment rules: `#` and `;` start a comment anywhere, since neither can occur in an
+address. `//` starts a comment at the start of a line or after whitespace only: directly
+after an entry (`1.2.3.0//24`) it is more likely a mangled prefix than a comment, so such a
+line is invalid rather than silently read as a single host.
+
+Accepted entries: IPv4, IPv6, `addr/len` of either, with `len` in plain decimal (no sign,
+no leading zeros, no netmask form). Zone ids (`fe80::1%eth0`), ranges, host names and
+several addresses on one line are invalid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import socket
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal, NamedTuple
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Ranges that never belong on a blocklist: banning them does nothing useful at best and
+# cuts off the host's own network, loopback or multicast at worst. With skip_reserved, an
+# entry overlapping any of them (inside one, or containing one) is skipped and counted.
+RESERVED_IPV4: Final[tuple[str, ...]] = (
+    "0.0.0.0/8",  # "this network"
+    "10.0.0.0/8",  # private (RFC 1918)
+    "100.64.0.0/10",  # carrier-grade NAT shared space (RFC 6598)
+    "127.0.0.0/8",  # loopback
+    "169.254.0.0/16",  # link-local
+    "172.16.0.0/12",  # private (RFC 1918)
+    "192.0.0.0/24",  # IETF protocol assignments
+    "192.0.2.0/24",  # documentation TEST-NET-1
+    "192.168.0.0/16",  # private (RFC 1918)
+    "198.18.0.0/15",  # benchmarking
+    "198.51.100.0/24",  # documentation TEST-NET-2
+    "203.0.113.0/24",  # documentation TEST-NET-3
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, includes broadcast 255.255.255.255
+)
+RESERVED_IPV6: Final[tuple[str, ...]] = (
+    "::/128",  # unspecified
+    "::1/128",  # loopback
+    "::ffff:0:0/96",  # IPv4-mapped: entries inside it are rewritten as IPv4 first
+    "64:ff9b::/96",  # NAT64 well-known prefix: wraps IPv4 addresses, ban those instead
+    "64:ff9b:1::/48",  # NAT64 local use
+    "100::/64",  # discard-only
+    "2001:db8::/32",  # documentation
+    "3fff::/20",  # documentation (RFC 9637)
+    "fc00::/7",  # unique local
+    "fe80::/10",  # link-local
+    "fec0::/10",  # deprecated site-local
+    "ff00::/8",  # multicast
+)
+RESERVED_NETWORKS: Final[tuple[str, ...]] = RESERVED_IPV4 + RESERVED_IPV6
+
+INVALID_TEXT_LIMIT: Final = 80
+
+_V4_BITS: Final = 32
+_V6_BITS: Final = 128
+_V4_ALL: Final = (1 << _V4_BITS) - 1
+_MAPPED_HIGH: Final = 0xFFFF  # value >> 32 of ::ffff:a.b.c.d
+_MAPPED_PREFIX: Final = 96
+_PREFIX_RE: Final = re.compile(r"0|[1-9][0-9]{0,2}")
+_INVALID: Final = "invalid"
+_COMMENT: Final = "comment"
+
+Verdict = Literal["invalid", "comment"]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedList:
+    """What a blocklist contained, and what was left out and why.
+
+    `digest` identifies the entry set alone, so re-ordering, comments or duplicates in a
+    download do not look like a change; it is the sha256 of the sorted entries, each
+    followed by a newline (the same as `LC_ALL=C sort -u | sha256sum` over the entries).
+    """
+
+    entries: frozenset[str]
+    digest: str
+    lines: int
+    invalid: int
+    invalid_lines: tuple[tuple[int, str], ...]
+    duplicates: int
+    skipped_allowlist: int
+    skipped_reserved: int
+
+
+class _Entry(NamedTuple):
+    """One accepted address or network: its text and the inclusive integer span it covers."""
+
+    text: str
+    is_v6: bool
+    first: int
+    last: int
+
+
+class _Ranges:
+    """Disjoint, sorted integer ranges answering "does [first, last] touch any?" by bisection."""
+
+    __slots__ = ("_ends", "_starts")
+
+    def __init__(self, spans: Iterable[tuple[int, int]]) -> None:
+        merged: list[tuple[int, int]] = []
+        for first, last in sorted(spans):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+            else:
+                merged.append((first, last))
+        self._starts = tuple(first for first, _ in merged)
+        self._ends = tuple(last for _, last in merged)
+
+    def overlaps(self, first: int, last: int) -> bool:
+        # Ranges are disjoint, so ends rise with starts: only the last range starting at
+        # or before `last` can reach up to `first`.
+        i = bisect_right(self._starts, last) - 1
+        return i >= 0 and self._ends[i] >= first
+
+    def touches_octet(self, octet: int) -> bool:
+        return self.overlaps(octet << 24, (octet << 24) | 0xFFFFFF)
+
+
+class _Screen:
+    """The allowlist and reserved ranges of one parse, per address family."""
+
+    __slots__ = ("allow4", "allow6", "needs_check4", "reserved4", "reserved6")
+
+    def __init__(self, allowlist: Sequence[IPNetwork], skip_reserved: bool) -> None:
+        allow4: list[tuple[int, int]] = []
+        allow6: list[tuple[int, int]] = []
+        for network in allowlist:
+            first, last = int(network.network_address), int(network.broadcast_address)
+            if network.version == 4:
+                allow4.append((first, last))
+                continue
+            allow6.append((first, last))
+            allow4.extend(_mapped_part(first, last))
+        reserved = skip_reserved
+        self.allow4 = _Ranges(allow4)
+        self.allow6 = _Ranges(allow6)
+        self.reserved4 = _Ranges(_spans(RESERVED_IPV4) if reserved else ())
+        self.reserved6 = _Ranges(_spans(RESERVED_IPV6) if reserved else ())
+        # One flag per first octet: most public addresses need no range check at all.
+        self.needs_check4 = bytes(
+            self.allow4.touches_octet(o) or self.reserved4.touches_octet(o) for o in range(256)
+        )
+
+    def verdict(self, is_v6: bool, first: int, last: int) -> Literal["allow", "reserved", ""]:
+        """Which skip rule, if any, an entry falls under; the allowlist is reported first."""
+        allow, reserved = (self.allow6, self.reserved6) if is_v6 else (self.allow4, self.reserved4)
+        if allow.overlaps(first, last):
+            return "allow"
+        if reserved.overlaps(first, last):
+            return "reserved"
+        return ""
+
+
+def _spans(networks: Iterable[str]) -> list[tuple[int, int]]:
+    spans = []
+    for text in networks:
+        network = ipaddress.ip_network(text)
+        spans.append((int(network.network_address), int(network.broadcast_address)))
+    return spans
+
+
+def _mapped_part(first: int, last: int) -> list[tuple[int, int]]:
+    """The IPv4 span an IPv6 range covers through ::ffff:0:0/96, since such entries become IPv4."""
+    base = _MAPPED_HIGH << _V4_BITS
+    lo, hi = max(first, base), min(last, base | _V4_ALL)
+    return [(lo - base, hi - base)] if lo <= hi else []
+
+
+def raw_digest(data: bytes) -> str:
+    """sha256 of a download as fetched: an unchanged list is recognised without parsing it."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def entries_digest(entries: Iterable[str]) -> str:
+    """sha256 over an entry set, independent of order; see `ParsedList`."""
+    ordered = sorted(entries)
+    ordered.append("")  # every entry, the last included, ends with a newline
+    return hashlib.sha256("\n".join(ordered).encode("ascii")).hexdigest()
+
+
+def parse_blocklist(
+    data: bytes,
+    *,
+    allowlist: Sequence[IPNetwork] = (),
+    skip_reserved: bool = True,
+    invalid_samples: int = 5,
+) -> ParsedList:
+    """Parse a downloaded blocklist; CPU-bound, so async callers run it via asyncio.to_thread."""
+    screen = _Screen(allowlist, skip_reserved)
+    lines = _split_lines(data)
+    scan = _Scan(screen, invalid_samples)
+    scan.run(lines)
+    entries = frozenset(scan.entries)
+    return ParsedList(
+        entries=entries,
+        digest=entries_digest(scan.entries),  # input order sorts faster than hash order
+        lines=len(lines),
+        invalid=scan.invalid,
+        invalid_lines=tuple(scan.invalid_lines),
+        duplicates=scan.accepted - len(entries),
+        skipped_allowlist=scan.skipped_allowlist,
+        skipped_reserved=scan.skipped_reserved,
+    )
+
+
+def _split_lines(data: bytes) -> list[str]:
+    """Lines of the text, BOM removed; bytes that are not UTF-8 survive as lone surrogates.
+
+    surrogateescape keeps one bad byte from costing the whole list: the line holding it
+    fails as invalid (inet_pton cannot encode a surrogate) and the rest still parse.
+    """
+    text = data.decode("utf-8", "surrogateescape")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start a new one
+    return lines
+
+
+class _Scan:
+    """Counters and the entry set filled by one pass over the lines."""
+
+    def __init__(self, screen: _Screen, invalid_samples: int) -> None:
+        self.screen = screen
+        self.invalid_samples = invalid_samples
+        # A dict, not a set: it keeps input order, and real lists often come sorted, which
+        # makes sorting for the digest up to 4x cheaper than sorting in hash order.
+        self.entries: dict[str, None] = {}
+        self.accepted = 0
+        self.invalid = 0
+        self.invalid_lines: list[tuple[int, str]] = []
+        self.skipped_allowlist = 0
+        self.skipped_reserved = 0
+
+    def run(self, lines: list[str]) -> None:
+        """The hot loop: plain IPv4 lines never leave it; everything else goes to `_rare`."""
+        pton = socket.inet_pton
+        af_inet = socket.AF_INET
+        needs_check = self.screen.needs_check4
+        entries = self.entries
+        accepted = 0
+        for lineno, raw in enumerate(lines, 1):
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                packed = pton(af_inet, line)
+            except (OSError, ValueError):  # ValueError: NUL or a byte that was not UTF-8
+                accepted += self._rare(lineno, line)
+                continue
+            if needs_check[packed[0]]:
+                value = int.from_bytes(packed, "big")
+                if not self._admit(_Entry(line, False, value, value)):
+                    continue
+            entries[line] = None
+            accepted += 1
+        self.accepted += accepted
+
+    def _rare(self, lineno: int, line: str) -> int:
+        """Handle any line that is not a bare IPv4 address; returns how many entries it added."""
+        entry = _parse_line(line)
+        if entry == _COMMENT:
+            return 0
+        if entry == _INVALID:
+            self._record_invalid(lineno, line)
+            return 0
+        assert isinstance(entry, _Entry)
+        if not self._admit(entry):
+            return 0
+        self.entries[entry.text] = None
+        return 1
+
+    def _admit(self, entry: _Entry) -> bool:
+        """Count a skipped entry and say False, or say True for one to keep."""
+        verdict = self.screen.verdict(entry.is_v6, entry.first, entry.last)
+        if verdict == "allow":
+            self.skipped_allowlist += 1
+        elif verdict == "reserved":
+            self.skipped_reserved += 1
+        return not verdict
+
+    def _record_invalid(self, lineno: int, line: str) -> None:
+        self.invalid += 1
+        if len(self.invalid_lines) < self.invalid_samples:
+            shown = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            self.invalid_lines.append((lineno, shown[:INVALID_TEXT_LIMIT]))
+
+
+def _parse_line(line: str) -> _Entry | Verdict:
+    """A stripped, non-empty line: its entry, or whether it is a comment or invalid."""
+    entry_text = _strip_comment(line)
+    if not entry_text:
+        return _COMMENT
+    entry = _parse_entry(entry_text)
+    return _INVALID if entry is None else entry
+
+
+def _strip_comment(line: str) -> str:
+    """The part of a line before its comment, without trailing whitespace."""
+    cut = len(line)
+    for marker in ("#", ";"):
+        at = line.find(marker, 0, cut)
+        if at != -1:
+            cut = at
+    at = line.find("//", 0, cut)
+    while at != -1:
+        if at == 0 or line[at - 1].isspace():
+            cut = at
+            break
+        at = line.find("//", at + 1, cut)
+    return line[:cut].rstrip()
+
+
+def _parse_entry(text: str) -> _Entry | None:
+    """An address or CIDR without comment or surrounding space, or None if it is not one."""
+    address, slash, prefix_text = text.partition("/")
+    is_v6 = ":" in address
+    family, bits = (socket.AF_INET6, _V6_BITS) if is_v6 else (socket.AF_INET, _V4_BITS)
+    try:
+        packed = socket.inet_pton(family, address)
+    except (OSError, ValueError):
+        return None
+    prefix = bits
+    if slash:
+        if not _PREFIX_RE.fullmatch(prefix_text) or int(prefix_text) > bits:
+            return None
+        prefix = int(prefix_text)
+    value = int.from_bytes(packed, "big")
+    if is_v6 and value >> _V4_BITS == _MAPPED_HIGH and prefix >= _MAPPED_PREFIX:
+        is_v6, bits, value, prefix = False, _V4_BITS, value & _V4_ALL, prefix - _MAPPED_PREFIX
+    host_bits = bits - prefix
+    first = value >> host_bits << host_bits
+    last = first | ((1 << host_bits) - 1)
+    entry_text = _format_v6(first) if is_v6 else socket.inet_ntop(socket.AF_INET, _v4_bytes(first))
+    if prefix != bits:
+        entry_text = f"{entry_text}/{prefix}"
+    return _Entry(entry_text, is_v6, first, last)
+
+
+def _v4_bytes(value: int) -> bytes:
+    return value.to_bytes(4, "big")
+
+
+def _format_v6(value: int) -> str:
+    """inet_ntop's lower-case compressed form, with its dotted tail for ::a.b.c.d in hex.
+
+    glibc writes IPv4-compatible addresses as `::1.2.3.4`; `ipaddress` and most tools
+    write `::102:304`, and one address must have one spelling for duplicates to collapse.
+    """
+    text = socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
+    if "." in text:
+        text = f"{text[: text.rfind(':') + 1]}{(value >> 16) & 0xFFFF:x}:{value & 0xFFFF:x}"
+    return text

@@ -1,0 +1,261 @@
+"""Queries over the import tables (migration 0002): sources, import_runs, applied.
+
+The importer and reconciler speak in sets of entries; this module turns those into SQL,
+in chunks small enough for SQLite's parameter limit and for the event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .db import Database
+
+IN_CHUNK = 500  # parameters per IN (...) list
+
+
+def chunked(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    name: str
+    jail: str
+    location: str
+    etag: str | None
+    last_modified: str | None
+    raw_digest: str | None
+    entries_digest: str | None
+    settings_digest: str | None
+    entries: int
+    last_success: float | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> SourceRow:
+        return cls(
+            name=row["name"], jail=row["jail"], location=row["location"], etag=row["etag"],
+            last_modified=row["last_modified"], raw_digest=row["raw_digest"],
+            entries_digest=row["entries_digest"], settings_digest=row["settings_digest"],
+            entries=row["entries"], last_success=row["last_success"],
+        )
+
+
+class ImportStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- sources ---------------------------------------------------------------------------
+
+    async def source(self, name: str) -> SourceRow | None:
+        row = await self.db.fetchone("SELECT * FROM sources WHERE name = ?", (name,))
+        return SourceRow.from_row(row) if row is not None else None
+
+    async def sources(self) -> list[SourceRow]:
+        rows = await self.db.fetchall("SELECT * FROM sources ORDER BY name")
+        return [SourceRow.from_row(r) for r in rows]
+
+    async def save_source(
+        self,
+        *,
+        name: str,
+        jail: str,
+        location: str,
+        etag: str | None,
+        last_modified: str | None,
+        raw_digest: str | None,
+        entries_digest: str | None,
+        settings_digest: str | None,
+        entries: int,
+        last_success: float,
+    ) -> None:
+        await self.db.execute(
+            "INSERT INTO sources (name, jail, location, etag, last_modified, raw_digest,"
+            " entries_digest, settings_digest, entries, last_success, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET jail = excluded.jail,"
+            " location = excluded.location, etag = excluded.etag,"
+            " last_modified = excluded.last_modified, raw_digest = excluded.raw_digest,"
+            " entries_digest = excluded.entries_digest,"
+            " settings_digest = excluded.settings_digest, entries = excluded.entries,"
+            " last_success = excluded.last_success",
+            (name, jail, location, etag, last_modified, raw_digest, entries_digest,
+             settings_digest, entries, last_success, last_success),
+        )
+
+    async def touch_source(
+        self, name: str, *, etag: str | None, last_modified: str | None,
+        raw_digest: str | None, last_success: float,
+    ) -> None:
+        """An unchanged run: refresh validators and the success time only."""
+        await self.db.execute(
+            "UPDATE sources SET etag = ?, last_modified = ?, raw_digest = ?,"
+            " last_success = ? WHERE name = ?",
+            (etag, last_modified, raw_digest, last_success, name),
+        )
+
+    async def known_sources(self) -> list[str]:
+        """Every source with a record or an applied entry (a first run may have crashed)."""
+        return [str(n) for n in await self.db.fetchcolumn(
+            "SELECT name FROM sources UNION SELECT DISTINCT source FROM applied ORDER BY 1"
+        )]
+
+    async def delete_source(self, name: str) -> None:
+        await self.db.execute("DELETE FROM sources WHERE name = ?", (name,))
+
+    # -- runs ------------------------------------------------------------------------------
+
+    async def start_run(self, source: str, jail: str, trigger: str, started: float) -> int:
+        async with self.db.transaction():
+            await self.db.execute(
+                "INSERT INTO import_runs (source, jail, state, trigger, started)"
+                " VALUES (?, ?, 'running', ?, ?)",
+                (source, jail, trigger, started),
+            )
+            run_id = await self.db.fetchval("SELECT last_insert_rowid()")
+        return int(run_id)
+
+    async def finish_run(self, run_id: int, **fields: Any) -> None:
+        allowed = {"state", "content_hash", "raw_hash", "entries", "added", "removed",
+                   "invalid", "skipped", "finished", "error"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"unknown import_runs fields: {sorted(unknown)}")
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        await self.db.execute(
+            f"UPDATE import_runs SET {assignments} WHERE id = ?", (*fields.values(), run_id)
+        )
+
+    async def interrupt_running(self, now: float) -> list[str]:
+        """Runs left `running` by a bangd that died: mark them and return their sources."""
+        async with self.db.transaction():
+            names = await self.db.fetchcolumn(
+                "SELECT DISTINCT source FROM import_runs WHERE state = 'running'"
+            )
+            await self.db.execute(
+                "UPDATE import_runs SET state = 'interrupted', finished = ?,"
+                " error = 'bangd stopped during this run' WHERE state = 'running'",
+                (now,),
+            )
+        return [str(n) for n in names]
+
+    async def runs(self, source: str | None, limit: int) -> list[dict[str, Any]]:
+        if source is None:
+            rows = await self.db.fetchall(
+                "SELECT * FROM import_runs ORDER BY id DESC LIMIT ?", (limit,)
+            )
+        else:
+            rows = await self.db.fetchall(
+                "SELECT * FROM import_runs WHERE source = ? ORDER BY id DESC LIMIT ?",
+                (source, limit),
+            )
+        return [dict(r) for r in rows]
+
+    async def last_runs(self) -> dict[str, dict[str, Any]]:
+        rows = await self.db.fetchall(
+            "SELECT r.* FROM import_runs r JOIN (SELECT source, MAX(id) AS id FROM import_runs"
+            " GROUP BY source) last ON r.id = last.id"
+        )
+        return {r["source"]: dict(r) for r in rows}
+
+    # -- applied entries ---------------------------------------------------------------------
+
+    async def entries_of(self, source: str, jail: str, state: str = "applied") -> set[str]:
+        rows = await self.db.fetchcolumn(
+            "SELECT entry FROM applied WHERE source = ? AND jail = ? AND state = ?",
+            (source, jail, state),
+        )
+        return set(rows)
+
+    async def jails_of(self, source: str) -> list[str]:
+        return [str(j) for j in await self.db.fetchcolumn(
+            "SELECT DISTINCT jail FROM applied WHERE source = ?", (source,)
+        )]
+
+    async def unfinished(self, source: str) -> list[tuple[str, str, str]]:
+        """(jail, entry, state) rows a crash left `pending` or `removing`."""
+        rows = await self.db.fetchall(
+            "SELECT jail, entry, state FROM applied WHERE source = ? AND state != 'applied'",
+            (source,),
+        )
+        return [(r["jail"], r["entry"], r["state"]) for r in rows]
+
+    async def held_by_others(self, jail: str, source: str) -> dict[str, int]:
+        """Entries other sources have applied to `jail`, with whether bangd owns the ban."""
+        rows = await self.db.fetchall(
+            "SELECT entry, MAX(owned) AS owned FROM applied WHERE jail = ? AND source != ?"
+            " AND state != 'pending' GROUP BY entry",
+            (jail, source),
+        )
+        return {r["entry"]: r["owned"] for r in rows}
+
+    async def owned_of(self, source: str, jail: str, entries: Sequence[str]) -> dict[str, int]:
+        owned: dict[str, int] = {}
+        for part in chunked(entries, IN_CHUNK):
+            marks = ",".join("?" * len(part))
+            rows = await self.db.fetchall(
+                f"SELECT entry, owned FROM applied WHERE source = ? AND jail = ?"
+                f" AND entry IN ({marks})",
+                (source, jail, *part),
+            )
+            owned.update((r["entry"], r["owned"]) for r in rows)
+        return owned
+
+    async def insert_entries(
+        self, source: str, jail: str, rows: Iterable[tuple[str, str, int]], run_id: int | None
+    ) -> None:
+        """Add (entry, state, owned) rows for a source, inside the caller's transaction."""
+        await self.db.executemany(
+            "INSERT INTO applied (jail, entry, source, state, owned, run_id)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(jail, entry, source) DO UPDATE SET state = excluded.state,"
+            " owned = excluded.owned, run_id = excluded.run_id",
+            ((jail, entry, source, state, owned, run_id) for entry, state, owned in rows),
+        )
+
+    async def set_state(
+        self, source: str, jail: str, entries: Sequence[str], state: str
+    ) -> None:
+        await self.db.executemany(
+            "UPDATE applied SET state = ? WHERE jail = ? AND entry = ? AND source = ?",
+            ((state, jail, entry, source) for entry in entries),
+        )
+
+    async def confirm_pending(self, source: str) -> None:
+        await self.db.execute(
+            "UPDATE applied SET state = 'applied' WHERE source = ? AND state = 'pending'",
+            (source,),
+        )
+
+    async def delete_entries(self, source: str, jail: str, entries: Sequence[str]) -> None:
+        await self.db.executemany(
+            "DELETE FROM applied WHERE jail = ? AND entry = ? AND source = ?",
+            ((jail, entry, source) for entry in entries),
+        )
+
+    async def set_owned(self, jail: str, entries: Sequence[str]) -> None:
+        await self.db.executemany(
+            "UPDATE applied SET owned = 1 WHERE jail = ? AND entry = ?",
+            ((jail, entry) for entry in entries),
+        )
+
+    async def expected(self, jail: str) -> set[str]:
+        """Everything bangd has confirmed as applied to `jail`, across sources."""
+        return set(await self.db.fetchcolumn(
+            "SELECT DISTINCT entry FROM applied WHERE jail = ? AND state = 'applied'", (jail,)
+        ))
+
+    async def jails(self) -> list[str]:
+        return [str(j) for j in await self.db.fetchcolumn(
+            "SELECT DISTINCT jail FROM applied ORDER BY jail"
+        )]
+
+    async def sources_listing(self, entry: str) -> list[tuple[str, str]]:
+        rows = await self.db.fetchall(
+            "SELECT source, jail FROM applied WHERE entry = ? AND state = 'applied'"
+            " ORDER BY source", (entry,),
+        )
+        return [(r["source"], r["jail"]) for r in rows]

@@ -1,0 +1,68 @@
+"""Shared fixtures. fail2ban: one real private server per test session, a clean jail per
+test, and a factory for tests that need a server of their own (to stop it, or at DEBUG)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from tests.fail2ban_server import PrivateFail2ban, PrivateFail2banFactory
+
+SESSION_JAILS = ("bl", "bl2")
+
+
+def _started(jails: Sequence[str], loglevel: str) -> PrivateFail2ban:
+    server = PrivateFail2ban(jails=jails, loglevel=loglevel)
+    server.start()
+    return server
+
+
+def _discard(server: PrivateFail2ban) -> None:
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fail2ban_server() -> Iterator[PrivateFail2ban]:
+    """A real fail2ban-server with jails "bl" and "bl2" (no filter, no firewall action)."""
+    server = _started(SESSION_JAILS, "NOTICE")
+    try:
+        yield server
+    finally:
+        _discard(server)
+
+
+@pytest.fixture
+def fail2ban_jail(fail2ban_server: PrivateFail2ban) -> str:
+    """The session server's jail "bl", emptied first; every other session jail is emptied too.
+
+    `unban --all` clears every jail and fail2ban's database in one command without
+    resolving anything (`set JAIL unbanip --all` would look '--all' up in DNS). Counters
+    such as 'Total banned' keep counting across tests: compare before and after.
+    """
+    code, result = fail2ban_server.command(["unban", "--all"])
+    assert code == 0, f"`unban --all` failed on the test fail2ban-server: {result!r}"
+    for jail in SESSION_JAILS:
+        code, banned = fail2ban_server.command(["get", jail, "banned"])
+        assert (code, banned) == (0, []), f"jail {jail} still holds {banned!r} after unban --all"
+    return SESSION_JAILS[0]
+
+
+@pytest.fixture
+def private_fail2ban() -> Iterator[PrivateFail2banFactory]:
+    """Factory: `private_fail2ban(jails=("bl",), loglevel="NOTICE")` starts a server that
+    this test alone uses (it may stop or restart it); all are stopped afterwards."""
+    servers: list[PrivateFail2ban] = []
+
+    def start(jails: Sequence[str] = ("bl",), loglevel: str = "NOTICE") -> PrivateFail2ban:
+        server = _started(jails, loglevel)
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in reversed(servers):
+            _discard(server)

@@ -1,0 +1,116 @@
+"""Run the real `bangd` executable as a child process, the way systemd would.
+
+The test owns a NOTIFY_SOCKET (a datagram socket) and reads what bangd tells systemd, so
+READY/STATUS/WATCHDOG/STOPPING are observed exactly as systemd would see them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BIN_DIR = Path(sys.executable).parent
+
+
+def bangctl(sock: str, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN_DIR / "bangctl"), "-s", sock, *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def bangctl_json(sock: str, *args: str, timeout: float = 120.0) -> dict[str, Any]:
+    done = bangctl(sock, "--json", *args, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert isinstance(result, dict)
+    return result
+
+
+class DaemonProcess:
+    def __init__(self, directory: str, config: dict[str, Any]) -> None:
+        self.dir = directory
+        self.config_path = os.path.join(directory, "bangd.yaml")
+        self.socket = os.path.join(directory, "bangd.sock")
+        self.log_path = os.path.join(directory, "bangd.log")
+        base: dict[str, Any] = {
+            "database": os.path.join(directory, "bangd.db"),
+            "log_level": "debug",
+            "control": {"socket": self.socket},
+        }
+        base.update(config)
+        self.config = base
+        self.write_config(base)
+        self.notify_path = os.path.join(directory, "notify.sock")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.messages: list[str] = []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self, config: dict[str, Any] | str) -> None:
+        text = config if isinstance(config, str) else yaml.safe_dump(config)
+        Path(self.config_path).write_text(text)
+
+    def start(self, *, extra_env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ)
+        env["NOTIFY_SOCKET"] = self.notify_path
+        env.pop("WATCHDOG_USEC", None)
+        env.update(extra_env or {})
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN_DIR / "bangd"), "-c", self.config_path],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )
+
+    def wait_for(self, wanted: str, timeout: float = 20.0) -> str:
+        """Wait for a notification line starting with `wanted`; return it."""
+        deadline = time.monotonic() + timeout
+        for message in self.messages:
+            if message.startswith(wanted):
+                return message
+        while time.monotonic() < deadline:
+            self.notify.settimeout(max(0.01, min(0.5, deadline - time.monotonic())))
+            try:
+                data = self.notify.recv(4096)
+            except TimeoutError:
+                if self.proc is not None and self.proc.poll() is not None:
+                    break
+                continue
+            lines = data.decode().splitlines()
+            self.messages.extend(lines)
+            for line in lines:
+                if line.startswith(wanted):
+                    return line
+        raise AssertionError(
+            f"no {wanted!r} from bangd within {timeout}s; got {self.messages}; "
+            f"log:\n{self.log_text()[-3000:]}"
+        )
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def log_text(self) -> str:
+        try:
+            return Path(self.log_path).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.notify.close()

@@ -1,0 +1,175 @@
+"""MmdbResolver against small MaxMind-layout databases written once per session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bangd.errors import GeoError
+from bangd.geo import GeoInfo, MmdbResolver
+from tests.mmdb_factory import (
+    AsnNet,
+    CountryNet,
+    filler_address,
+    filler_asn_nets,
+    filler_country_nets,
+    write_asn_db,
+    write_city_db,
+    write_country_db,
+)
+
+FILLER = 1000
+COUNTRY_NETS = [
+    *filler_country_nets(FILLER),
+    CountryNet("8.8.8.0/24", "US", "United States", "NA"),
+    CountryNet("81.2.69.0/24", "GB", "United Kingdom"),
+    CountryNet("5.5.5.0/24", "SE", "Sweden", located=False),
+]
+COUNTRY6_NETS = [*COUNTRY_NETS, CountryNet("2a00:1450::/32", "IE", "Ireland")]
+ASN_NETS = [
+    *filler_asn_nets(FILLER),
+    AsnNet("8.8.8.0/24", 15169, "Google LLC"),
+    AsnNet("9.9.9.0/24", 19281, "Quad9"),
+]
+
+
+@dataclass(frozen=True)
+class Databases:
+    country: str
+    country_ipv4_only: str
+    city: str
+    asn: str
+    directory: Path
+
+
+@pytest.fixture(scope="session")
+def dbs(tmp_path_factory: pytest.TempPathFactory) -> Databases:
+    directory = tmp_path_factory.mktemp("mmdb")
+    return Databases(
+        country=str(write_country_db(directory / "country.mmdb", COUNTRY6_NETS)),
+        country_ipv4_only=str(
+            write_country_db(directory / "country4.mmdb", COUNTRY_NETS, ip_version=4)
+        ),
+        city=str(write_city_db(directory / "city.mmdb", COUNTRY6_NETS)),
+        asn=str(write_asn_db(directory / "asn.mmdb", ASN_NETS)),
+        directory=directory,
+    )
+
+
+def negative(ip: str) -> GeoInfo:
+    return GeoInfo(ip, None, None, None, None, "mmdb", True)
+
+
+def test_country_hit_gives_iso_code_and_english_name(dbs: Databases) -> None:
+    with MmdbResolver(dbs.country, None) as resolver:
+        assert resolver.lookup("81.2.69.160") == GeoInfo(
+            "81.2.69.160", "GB", "United Kingdom", None, None, "mmdb", False
+        )
+
+
+def test_filler_networks_answer_too(dbs: Databases) -> None:
+    with MmdbResolver(dbs.country, None) as resolver:
+        assert resolver.lookup(filler_address(1)).country_code == "FR"
+
+
+def test_city_database_is_accepted_as_country_source(dbs: Databases) -> None:
+    with MmdbResolver(dbs.city, None) as resolver:
+        assert resolver.lookup("8.8.8.8").country_code == "US"
+
+
+def test_country_and_asn_answers_are_combined(dbs: Databases) -> None:
+    with MmdbResolver(dbs.country, dbs.asn) as resolver:
+        assert resolver.lookup("8.8.8.8") == GeoInfo(
+            "8.8.8.8", "US", "United States", 15169, "Google LLC", "mmdb", False
+        )
+
+
+def test_address_known_only_to_the_asn_database_is_not_negative(dbs: Databases) -> None:
+    with MmdbResolver(dbs.country, dbs.asn) as resolver:
+        assert resolver.lookup("9.9.9.9") == GeoInfo(
+            "9.9.9.9", None, None, 19281, "Quad9", "mmdb", False
+        )
+
+
+def test_registered_country_stands_in_when_location_is_missing(dbs: Databases) -> None:
+    with MmdbResolver(dbs.country, None) as resolver:
+        assert resolver.lookup("5.5.5.5").country_code == "SE"
+
+
+def test_unmapped_address_is_negative(dbs: Databases) -> None:
+    with MmdbResolver(dbs.country, dbs.asn) as resolver:
+        assert resolver.lookup("203.0.113.9") == negative("203.0.113.9")
+
+
+def test_ipv6_address_is_found_in_an_ipv6_database(dbs: Databases) -> None:
+    with MmdbResolver(dbs.country, None) as resolver:
+        assert resolver.lookup("2a00:1450:4001::1").country_code == "IE"
+
+
+def test_ipv6_in_an_ipv4_only_database_is_negative(dbs: Databases) -> None:
+    with MmdbResolver(dbs.country_ipv4_only, None) as resolver:
+        assert resolver.lookup("2a00:1450:4001::1") == negative("2a00:1450:4001::1")
+
+
+@pytest.mark.parametrize("which", ["country", "country_ipv4_only"])
+def test_ipv4_mapped_ipv6_is_answered_as_ipv4(dbs: Databases, which: str) -> None:
+    with MmdbResolver(getattr(dbs, which), dbs.asn) as resolver:
+        assert resolver.lookup("::ffff:8.8.8.8") == GeoInfo(
+            "::ffff:8.8.8.8", "US", "United States", 15169, "Google LLC", "mmdb", False
+        )
+
+
+@pytest.mark.parametrize("odd", ["", "bogus", "8.8.2056", "8.8.8.8/24", "fe80::1%eth0", "1:2"])
+def test_malformed_address_is_negative_not_an_error(dbs: Databases, odd: str) -> None:
+    with MmdbResolver(dbs.country, dbs.asn) as resolver:
+        assert resolver.lookup(odd) == negative(odd)
+
+
+def test_lookup_many_answers_in_the_order_asked(dbs: Databases) -> None:
+    ips = ["203.0.113.9", "8.8.8.8", "::ffff:81.2.69.1", "bogus", filler_address(2)]
+    with MmdbResolver(dbs.country, dbs.asn) as resolver:
+        results = resolver.lookup_many(iter(ips))
+    assert [r.ip for r in results] == ips
+    assert [r.country_code for r in results] == [None, "US", "GB", None, "JP"]
+
+
+def test_asn_database_given_as_country_source_is_refused(dbs: Databases) -> None:
+    with pytest.raises(GeoError) as caught:
+        MmdbResolver(dbs.asn, None)
+    message = str(caught.value)
+    assert "geo.mmdb" in message
+    assert dbs.asn in message
+    assert "'GeoLite2-ASN'" in message
+    assert "\n" not in message
+
+
+def test_country_database_given_as_asn_source_is_refused(dbs: Databases) -> None:
+    with pytest.raises(GeoError, match=r"geo\.asn_mmdb: .*'GeoLite2-Country' database"):
+        MmdbResolver(None, dbs.country)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "GeoLite2-Country.mmdb"
+    with pytest.raises(GeoError, match=r"geo\.mmdb: cannot open .*No such file"):
+        MmdbResolver(str(missing), None)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a database at all" * 100])
+def test_corrupt_file_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
+    corrupt = tmp_path / "asn.mmdb"
+    corrupt.write_bytes(content)
+    with pytest.raises(GeoError, match=r"geo\.asn_mmdb: .* is not a valid MaxMind DB file"):
+        MmdbResolver(None, str(corrupt))
+
+
+def test_resolver_without_any_database_is_refused() -> None:
+    with pytest.raises(ValueError, match="country or an ASN"):
+        MmdbResolver(None, None)
+
+
+def test_close_twice_is_harmless(dbs: Databases) -> None:
+    resolver = MmdbResolver(dbs.country, dbs.asn)
+    resolver.close()
+    resolver.close()

@@ -1,0 +1,300 @@
+"""Blocklist imports against a real fail2ban-server: idempotent, delta-synced, crash-safe."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bangd.config import SourceConfig
+from bangd.fail2ban.client import Fail2banClient
+from bangd.services.importer import FilterSettings, Importer, ImportSummary
+from bangd.services.reconcile import Reconciler
+from bangd.sources.fetch import Fetcher, make_session
+from bangd.store.db import Database
+from bangd.store.imports import ImportStore
+from tests.fail2ban_server import PrivateFail2ban
+from tests.http_lists import ListServer
+
+NO_FILTER = FilterSettings(allowlist=(), skip_reserved=False)
+
+
+class Harness:
+    """An importer wired to a real database, a real fail2ban jail and real fetching."""
+
+    def __init__(self, tmp: Path, db: Database, f2b: Fail2banClient, fetcher: Fetcher) -> None:
+        self.tmp = tmp
+        self.db = db
+        self.f2b = f2b
+        self.store = ImportStore(db)
+        self.importer = Importer(self.store, f2b, fetcher, batch_size=3)
+        self.reconciler = Reconciler(self.store, f2b, batch_size=3)
+
+    def file_source(self, name: str, lines: list[str], jail: str = "bl", **kw: Any) -> SourceConfig:
+        path = self.tmp / f"{name}.txt"
+        path.write_text("\n".join(lines) + "\n")
+        return SourceConfig(name=name, jail=jail, interval=3600, path=str(path), **kw)
+
+    async def run(
+        self, source: SourceConfig, settings: FilterSettings = NO_FILTER, **kw: Any
+    ) -> ImportSummary:
+        return await self.importer.run(source, settings, **kw)
+
+    async def banned(self, jail: str = "bl") -> set[str]:
+        return set(await self.f2b.banned(jail))
+
+    async def total_banned(self, jail: str = "bl") -> int:
+        """fail2ban's own counter of bans it performed: proves what was (not) sent."""
+        return (await self.f2b.jail_status(jail)).total_banned
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with make_session() as s:
+        yield s
+
+
+@pytest.fixture
+async def h(
+    tmp_path: Path, fail2ban_jail: str, fail2ban_server: PrivateFail2ban,
+    session: aiohttp.ClientSession,
+) -> AsyncIterator[Harness]:
+    db = await Database.open(str(tmp_path / "bangd.db"))
+    f2b = Fail2banClient(fail2ban_server.socket, timeout=10)
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    fetcher = Fetcher(session, user_agent="bangd/test", retries=2, sleep=no_sleep)
+    yield Harness(tmp_path, db, f2b, fetcher)
+    await f2b.close()
+    await db.close()
+
+
+LIST_A = ["203.0.113.1", "203.0.113.2", "198.51.100.0/24", "2001:db8::1", "203.0.113.3"]
+
+
+async def test_first_import_bans_every_entry_and_records_a_completed_run(h: Harness) -> None:
+    summary = await h.run(h.file_source("a", LIST_A))
+    assert (summary.state, summary.added, summary.removed) == ("completed", 5, 0)
+    assert await h.banned() == set(LIST_A)
+    runs = await h.store.runs("a", 10)
+    assert [(r["state"], r["added"], r["entries"]) for r in runs] == [("completed", 5, 5)]
+
+
+async def test_reimport_of_identical_content_sends_nothing(h: Harness) -> None:
+    src = h.file_source("a", LIST_A)
+    await h.run(src)
+    before = await h.total_banned()
+    src = h.file_source("a", LIST_A)  # rewritten: same bytes, new mtime
+    summary = await h.run(src)
+    assert summary.state == "unchanged"
+    assert await h.total_banned() == before
+
+
+async def test_reordered_content_with_comments_is_unchanged(h: Harness) -> None:
+    await h.run(h.file_source("a", LIST_A))
+    before = await h.total_banned()
+    shuffled = ["# header", *reversed(LIST_A), "203.0.113.1 ; again", ""]
+    summary = await h.run(h.file_source("a", shuffled))
+    assert summary.state == "unchanged"
+    assert await h.total_banned() == before
+
+
+async def test_changed_list_bans_and_unbans_exactly_the_difference(h: Harness) -> None:
+    await h.run(h.file_source("a", LIST_A))
+    before = await h.total_banned()
+    new = ["203.0.113.1", "198.51.100.0/24", "203.0.113.50", "203.0.113.51"]
+    summary = await h.run(h.file_source("a", new))
+    assert (summary.state, summary.added, summary.removed) == ("completed", 2, 3)
+    assert await h.banned() == set(new)
+    assert await h.total_banned() == before + 2
+
+
+async def test_an_entry_two_sources_share_stays_banned_until_both_drop_it(h: Harness) -> None:
+    await h.run(h.file_source("a", ["203.0.113.7", "203.0.113.8"]))
+    await h.run(h.file_source("b", ["203.0.113.7", "203.0.113.9"]))
+    await h.run(h.file_source("a", ["203.0.113.8"]))
+    assert await h.banned() == {"203.0.113.7", "203.0.113.8", "203.0.113.9"}
+    await h.run(h.file_source("b", ["203.0.113.9"]))
+    assert await h.banned() == {"203.0.113.8", "203.0.113.9"}
+
+
+async def test_an_entry_shared_with_another_source_is_not_sent_again(h: Harness) -> None:
+    await h.run(h.file_source("a", ["203.0.113.7"]))
+    before = await h.total_banned()
+    summary = await h.run(h.file_source("b", ["203.0.113.7"]))
+    assert (summary.added, summary.sent) == (1, 0)
+    assert await h.total_banned() == before
+
+
+async def test_bangd_never_unbans_what_it_did_not_ban(h: Harness) -> None:
+    await h.f2b.ban("bl", ["203.0.113.66"])  # an operator's manual ban
+    await h.run(h.file_source("a", ["203.0.113.66", "203.0.113.67"]))
+    await h.run(h.file_source("a", ["203.0.113.67"]))
+    assert await h.banned() == {"203.0.113.66", "203.0.113.67"}
+
+
+async def test_allowlisted_entries_and_lists_containing_them_are_skipped(h: Harness) -> None:
+    settings = FilterSettings(
+        allowlist=(ipaddress.ip_network("203.0.113.5/32"),), skip_reserved=False
+    )
+    summary = await h.run(
+        h.file_source("a", ["203.0.113.5", "203.0.113.0/24", "198.51.100.1"]), settings
+    )
+    assert (summary.added, summary.skipped, summary.skipped_allowlist) == (1, 2, 2)
+    assert await h.banned() == {"198.51.100.1"}
+
+
+async def test_an_allowlist_change_reapplies_unchanged_content(h: Harness) -> None:
+    src = h.file_source("a", ["203.0.113.5", "198.51.100.1"])
+    await h.run(src)
+    settings = FilterSettings(
+        allowlist=(ipaddress.ip_network("203.0.113.5/32"),), skip_reserved=False
+    )
+    summary = await h.run(src, settings)
+    assert (summary.state, summary.removed) == ("completed", 1)
+    assert await h.banned() == {"198.51.100.1"}
+
+
+async def test_a_list_over_max_entries_fails_and_applies_nothing(h: Harness) -> None:
+    summary = await h.run(h.file_source("a", LIST_A, max_entries=4))
+    assert summary.state == "failed"
+    assert summary.error is not None and "more than max_entries 4" in summary.error
+    assert await h.banned() == set()
+    runs = await h.store.runs("a", 1)
+    assert runs[0]["state"] == "failed" and "max_entries" in runs[0]["error"]
+
+
+async def test_invalid_lines_are_counted_and_never_sent(h: Harness) -> None:
+    summary = await h.run(h.file_source("a", ["203.0.113.1", "not-an-ip", "999.1.1.1"]))
+    assert (summary.added, summary.invalid) == (1, 2)
+    assert summary.invalid_lines == [(2, "not-an-ip"), (3, "999.1.1.1")]
+    assert await h.banned() == {"203.0.113.1"}
+
+
+async def test_http_304_is_unchanged_and_nothing_is_downloaded_again(h: Harness) -> None:
+    async with ListServer() as lists:
+        url = lists.serve("/l.txt", b"203.0.113.1\n", etag='"v1"')
+        src = SourceConfig(name="web", jail="bl", interval=3600, url=url)
+        assert (await h.run(src)).state == "completed"
+        summary = await h.run(src)
+        assert summary.state == "unchanged"
+        assert lists.requests("/l.txt")[-1].headers["If-None-Match"] == '"v1"'
+
+
+async def test_http_500_then_success_completes(h: Harness) -> None:
+    async with ListServer() as lists:
+        url = lists.serve("/l.txt", b"203.0.113.1\n", statuses=(500, 200))
+        summary = await h.run(SourceConfig(name="web", jail="bl", interval=3600, url=url))
+        assert summary.state == "completed"
+        assert lists.request_count("/l.txt") == 2
+
+
+async def test_a_failed_fetch_is_recorded_and_keeps_earlier_bans(h: Harness) -> None:
+    async with ListServer() as lists:
+        url = lists.serve("/l.txt", b"203.0.113.1\n")
+        src = SourceConfig(name="web", jail="bl", interval=3600, url=url)
+        await h.run(src)
+        lists.serve("/l.txt", b"", statuses=(404,))
+        summary = await h.run(src, force=True)
+    assert summary.state == "failed"
+    assert summary.error is not None and "404" in summary.error
+    assert await h.banned() == {"203.0.113.1"}
+
+
+async def test_a_timed_out_download_fails_the_run(h: Harness) -> None:
+    async with ListServer() as lists:
+        url = lists.serve("/l.txt", b"203.0.113.1\n", delay=5)
+        src = SourceConfig(name="web", jail="bl", interval=3600, url=url, timeout=0.3)
+        summary = await h.run(src)
+    assert summary.state == "failed"
+    assert summary.error is not None and "timed out" in summary.error
+
+
+async def test_an_oversize_body_fails_the_run(h: Harness) -> None:
+    async with ListServer() as lists:
+        url = lists.serve("/l.txt", b"203.0.113.1\n" * 1000)
+        src = SourceConfig(name="web", jail="bl", interval=3600, url=url, max_bytes=100)
+        summary = await h.run(src)
+    assert summary.state == "failed"
+    assert summary.error is not None and "max_bytes" in summary.error
+
+
+async def test_after_a_crash_pending_entries_that_arrived_are_not_sent_again(
+    h: Harness,
+) -> None:
+    src = h.file_source("a", ["203.0.113.1", "203.0.113.2", "203.0.113.3"])
+    # What a crash between "pending" and "applied" leaves: rows pending, one batch sent.
+    await h.store.insert_entries(
+        "a", "bl", [("203.0.113.1", "pending", 1), ("203.0.113.2", "pending", 1)], None
+    )
+    await h.f2b.ban("bl", ["203.0.113.1"])
+    before = await h.total_banned()
+    summary = await h.run(src)
+    assert summary.state == "completed"
+    assert await h.banned() == {"203.0.113.1", "203.0.113.2", "203.0.113.3"}
+    assert await h.total_banned() == before + 2  # .2 and .3 only; .1 was not resent
+
+
+async def test_a_run_left_running_is_marked_interrupted(h: Harness) -> None:
+    run_id = await h.store.start_run("a", "bl", "timer", 1.0)
+    assert await h.store.interrupt_running(2.0) == ["a"]
+    runs = await h.store.runs("a", 1)
+    assert (runs[0]["id"], runs[0]["state"]) == (run_id, "interrupted")
+
+
+async def test_withdrawing_a_source_unbans_only_what_no_other_source_lists(h: Harness) -> None:
+    await h.run(h.file_source("a", ["203.0.113.1", "203.0.113.2"]))
+    await h.run(h.file_source("b", ["203.0.113.2"]))
+    assert await h.importer.withdraw_source("a") == 2
+    assert await h.banned() == {"203.0.113.2"}
+    assert await h.store.source("a") is None
+
+
+async def test_moving_a_source_to_another_jail_moves_its_entries(h: Harness) -> None:
+    await h.run(h.file_source("a", ["203.0.113.1"]))
+    summary = await h.run(h.file_source("a", ["203.0.113.1"], jail="bl2"))
+    assert summary.state == "completed"
+    assert await h.banned("bl") == set()
+    assert await h.banned("bl2") == {"203.0.113.1"}
+
+
+async def test_dry_run_reports_the_difference_and_changes_nothing(h: Harness) -> None:
+    await h.run(h.file_source("a", ["203.0.113.1", "203.0.113.2"]))
+    before_runs = await h.store.runs("a", 10)
+    summary = await h.run(h.file_source("a", ["203.0.113.2", "203.0.113.3"]), dry_run=True)
+    assert (summary.state, summary.added, summary.removed) == ("would-change", 1, 1)
+    assert (summary.would_add, summary.would_remove) == (["203.0.113.3"], ["203.0.113.1"])
+    assert await h.banned() == {"203.0.113.1", "203.0.113.2"}
+    assert await h.store.runs("a", 10) == before_runs
+
+
+async def test_force_rebans_what_fail2ban_lost_even_when_unchanged(h: Harness) -> None:
+    src = h.file_source("a", LIST_A)
+    await h.run(src)
+    await h.f2b.unban("bl", ["203.0.113.1", "2001:db8::1"])
+    summary = await h.run(src, force=True)
+    assert (summary.state, summary.sent) == ("completed", 2)
+    assert await h.banned() == set(LIST_A)
+
+
+async def test_reconcile_rebans_everything_unbanned_behind_bangds_back(
+    h: Harness, fail2ban_server: PrivateFail2ban,
+) -> None:
+    await h.run(h.file_source("a", LIST_A))
+    await h.run(h.file_source("b", ["203.0.113.9"], jail="bl2"))
+    assert fail2ban_server.command(["unban", "--all"])[0] == 0
+    reports = {r.jail: r for r in await h.reconciler.run()}
+    assert (reports["bl"].expected, reports["bl"].missing, reports["bl"].rebanned) == (5, 5, 5)
+    assert reports["bl2"].rebanned == 1
+    assert await h.banned() == set(LIST_A)
+    assert await h.banned("bl2") == {"203.0.113.9"}
+    again = await h.reconciler.run("bl")
+    assert (again[0].missing, again[0].present) == (0, 5)
+
+

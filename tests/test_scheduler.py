@@ -1,0 +1,192 @@
+"""The scheduler: intervals, one run at a time, run now, backoff, state across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bangd.errors import ControlError
+from bangd.scheduler import Job, Scheduler
+from bangd.store.db import Database
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(str(tmp_path / "bangd.db"))
+    yield database
+    await database.close()
+
+
+class Counter:
+    def __init__(self, fail: bool = False) -> None:
+        self.runs = 0
+        self.fail = fail
+        self.ran = asyncio.Event()
+        self.release: asyncio.Event | None = None
+
+    async def __call__(self) -> dict[str, Any]:
+        self.runs += 1
+        self.ran.set()
+        if self.release is not None:
+            await self.release.wait()
+        if self.fail:
+            raise RuntimeError("list server down")
+        return {"runs": self.runs}
+
+
+async def test_a_job_that_never_ran_runs_at_start(db: Database) -> None:
+    sched = Scheduler(db, rng=lambda: 0.0)
+    job = Counter()
+    sched.add(Job("j", 3600, job))
+    await sched.start()
+    await asyncio.wait_for(job.ran.wait(), 5)
+    await sched.stop()
+    assert job.runs == 1
+
+
+async def test_after_a_run_the_next_is_one_interval_plus_jitter_later(db: Database) -> None:
+    clock = Clock()
+    sched = Scheduler(db, clock=clock, rng=lambda: 0.5)
+    sched.add(Job("j", 1000, Counter(), jitter=0.1))
+    await sched.run_now("j")
+    state = sched.state("j")
+    assert state is not None
+    assert state.next_run == clock.now + 1000 + 50
+
+
+async def test_jitter_is_capped_at_five_minutes(db: Database) -> None:
+    clock = Clock()
+    sched = Scheduler(db, clock=clock, rng=lambda: 1.0)
+    sched.add(Job("j", 86400, Counter(), jitter=0.5))
+    await sched.run_now("j")
+    state = sched.state("j")
+    assert state is not None and state.next_run == clock.now + 86400 + 300
+
+
+async def test_a_restart_does_not_rerun_a_job_that_is_not_due(db: Database) -> None:
+    clock = Clock()
+    first = Scheduler(db, clock=clock, rng=lambda: 0.0)
+    first.add(Job("j", 3600, Counter()))
+    await first.run_now("j")
+    clock.now += 60
+    second = Scheduler(db, clock=clock, rng=lambda: 0.0)
+    await second.start()
+    job = Counter()
+    second.add(Job("j", 3600, job))
+    state = second.state("j")
+    assert state is not None and state.next_run == clock.now - 60 + 3600
+    await second.stop()
+    assert job.runs == 0
+
+
+async def test_run_now_while_running_is_busy(db: Database) -> None:
+    sched = Scheduler(db)
+    job = Counter()
+    job.release = asyncio.Event()
+    sched.add(Job("j", 3600, job))
+    first = asyncio.create_task(sched.run_now("j"))
+    await asyncio.wait_for(job.ran.wait(), 5)
+    with pytest.raises(ControlError) as info:
+        await sched.run_now("j")
+    assert info.value.code == "busy"
+    job.release.set()
+    assert await first == {"runs": 1}
+
+
+async def test_run_now_of_an_unknown_job_is_not_found(db: Database) -> None:
+    with pytest.raises(ControlError) as info:
+        await Scheduler(db).run_now("nope")
+    assert info.value.code == "not_found"
+
+
+async def test_failures_back_off_exponentially_up_to_the_interval(db: Database) -> None:
+    clock = Clock()
+    sched = Scheduler(db, clock=clock)
+    sched.add(Job("j", 200, Counter(fail=True), first_retry=30))
+    delays = []
+    for _ in range(4):
+        with pytest.raises(RuntimeError):
+            await sched.run_now("j")
+        state = sched.state("j")
+        assert state is not None and state.next_run is not None
+        delays.append(state.next_run - clock.now)
+    assert delays == [30, 60, 120, 200]
+
+
+async def test_a_success_resets_the_failure_count(db: Database) -> None:
+    sched = Scheduler(db, rng=lambda: 0.0)
+    job = Counter(fail=True)
+    sched.add(Job("j", 100, job))
+    with pytest.raises(RuntimeError):
+        await sched.run_now("j")
+    job.fail = False
+    await sched.run_now("j")
+    state = sched.state("j")
+    assert state is not None and (state.failures, state.last_state) == (0, "ok")
+
+
+async def test_state_is_persisted(db: Database) -> None:
+    sched = Scheduler(db)
+    sched.add(Job("j", 100, Counter(fail=True)))
+    with pytest.raises(RuntimeError):
+        await sched.run_now("j")
+    row = await db.fetchone("SELECT * FROM job_state WHERE name = 'j'")
+    assert row is not None
+    assert (row["last_state"], row["failures"], row["last_error"]) == (
+        "failed", 1, "list server down",
+    )
+
+
+async def test_a_run_left_running_by_a_dead_bangd_is_interrupted_and_runs_again(
+    db: Database,
+) -> None:
+    await db.execute(
+        "INSERT INTO job_state (name, last_started, last_state, failures)"
+        " VALUES ('j', 1, 'running', 0)"
+    )
+    sched = Scheduler(db)
+    await sched.start()
+    job = Counter()
+    sched.add(Job("j", 3600, job))
+    await asyncio.wait_for(job.ran.wait(), 5)
+    await sched.stop()
+    row = await db.fetchone("SELECT last_state FROM job_state WHERE name = 'j'")
+    assert row is not None and row["last_state"] == "ok"
+
+
+async def test_one_failing_job_does_not_stop_another(db: Database) -> None:
+    sched = Scheduler(db)
+    bad, good = Counter(fail=True), Counter()
+    sched.add(Job("bad", 3600, bad))
+    sched.add(Job("good", 3600, good))
+    await sched.start()
+    await asyncio.wait_for(asyncio.gather(bad.ran.wait(), good.ran.wait()), 5)
+    await sched.stop()
+    state = sched.state("good")
+    assert state is not None and state.last_state == "ok"
+
+
+async def test_stop_cancels_a_run_that_overstays_its_grace_and_marks_it_interrupted(
+    db: Database,
+) -> None:
+    sched = Scheduler(db)
+    job = Counter()
+    job.release = asyncio.Event()  # never set: the job hangs
+    sched.add(Job("j", 3600, job))
+    await sched.start()
+    await asyncio.wait_for(job.ran.wait(), 5)
+    await sched.stop(grace=0.1)
+    row = await db.fetchone("SELECT last_state FROM job_state WHERE name = 'j'")
+    assert row is not None and row["last_state"] == "interrupted"
