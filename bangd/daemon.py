@@ -326,12 +326,14 @@ class Daemon:
 
     async def _import_now(self, name: str, *, force: bool, dry_run: bool) -> dict[str, Any]:
         job = import_job(name)
+        # A run already under way (e.g. the timer's) is waited for, then this one runs:
+        # "import now and wait" must not fail just because the timer got there first.
         if dry_run:
-            async with self.scheduler.exclusive(job):
+            async with self.scheduler.exclusive(job, wait=True):
                 return (await self._run_import(name, dry_run=True)).as_dict()
         try:
             return await self.scheduler.run_now(
-                job, lambda: self._import_job(name, force=force, trigger="manual")
+                job, lambda: self._import_job(name, force=force, trigger="manual"), wait=True
             )
         except JobFailed as exc:
             return exc.result

@@ -173,14 +173,17 @@ class Scheduler:
     def states(self) -> list[JobState]:
         return [entry.state for entry in self._entries.values()]
 
-    async def run_now(self, name: str, func: JobFunc | None = None) -> dict[str, Any]:
-        """Run a job at once and return its summary; `busy` if it is already running.
+    async def run_now(
+        self, name: str, func: JobFunc | None = None, *, wait: bool = False
+    ) -> dict[str, Any]:
+        """Run a job at once and return its summary.
 
+        If it is already running: `busy`, or with `wait` run it again once that run ends.
         `func` replaces the job's own function for this run (e.g. a forced import) while
         still counting as the job's run: same slot, same recorded state.
         """
         entry = self._entry(name)
-        async with self.exclusive(name):
+        async with self.exclusive(name, wait=wait):
             return await self._run(entry, func)
 
     def make_due(self, name: str) -> None:
@@ -191,10 +194,10 @@ class Scheduler:
             entry.wake.set()
 
     @contextlib.asynccontextmanager
-    async def exclusive(self, name: str) -> AsyncIterator[None]:
+    async def exclusive(self, name: str, *, wait: bool = False) -> AsyncIterator[None]:
         """Hold a job's run slot, for work such as a dry run that must not overlap a run."""
         entry = self._entry(name)
-        if entry.lock.locked():
+        if entry.lock.locked() and not wait:
             raise ControlError("busy", f"{name} is running right now; try again when it ends")
         async with entry.lock:
             yield

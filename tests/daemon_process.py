@@ -6,6 +6,7 @@ READY/STATUS/WATCHDOG/STOPPING are observed exactly as systemd would see them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -51,6 +52,8 @@ class DaemonProcess:
         self.config = base
         self.write_config(base)
         self.notify_path = os.path.join(directory, "notify.sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.notify_path)  # left by an earlier process in the same directory
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.notify_path)
         self.messages: list[str] = []
@@ -114,3 +117,5 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait(10)
         self.notify.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.notify_path)

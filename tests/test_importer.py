@@ -298,3 +298,11 @@ async def test_reconcile_rebans_everything_unbanned_behind_bangds_back(
     assert (again[0].missing, again[0].present) == (0, 5)
 
 
+
+
+async def test_after_a_crash_an_entry_that_arrived_counts_as_bangds_own_ban(h: Harness) -> None:
+    await h.store.insert_entries("a", "bl", [("203.0.113.1", "pending", 1)], None)
+    await h.f2b.ban("bl", ["203.0.113.1"])
+    await h.run(h.file_source("a", ["203.0.113.1", "203.0.113.2"]))
+    await h.run(h.file_source("a", ["203.0.113.2"]))
+    assert await h.banned() == {"203.0.113.2"}

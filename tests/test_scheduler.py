@@ -190,3 +190,18 @@ async def test_stop_cancels_a_run_that_overstays_its_grace_and_marks_it_interrup
     await sched.stop(grace=0.1)
     row = await db.fetchone("SELECT last_state FROM job_state WHERE name = 'j'")
     assert row is not None and row["last_state"] == "interrupted"
+
+
+async def test_run_now_with_wait_runs_after_the_current_run_ends(db: Database) -> None:
+    sched = Scheduler(db)
+    job = Counter()
+    job.release = asyncio.Event()
+    sched.add(Job("j", 3600, job))
+    first = asyncio.create_task(sched.run_now("j"))
+    await asyncio.wait_for(job.ran.wait(), 5)
+    second = asyncio.create_task(sched.run_now("j", wait=True))
+    await asyncio.sleep(0)
+    assert not second.done()
+    job.release.set()
+    assert await first == {"runs": 1}
+    assert await second == {"runs": 2}

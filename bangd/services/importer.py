@@ -354,14 +354,38 @@ class Importer:
         if known:
             async with self.store.db.transaction():
                 await self.store.insert_entries(name, jail, known, run_id)
-        for batch in chunked(to_send, self.batch_size):
-            async with self.store.db.transaction():
-                await self.store.insert_entries(
-                    name, jail, ((e, "pending", 1) for e in batch), run_id
+        # Pipelined: while fail2ban works on batch i, the database confirms batch i-1 and
+        # records batch i+1 as pending. Each batch is still pending before it is sent and
+        # confirmed only after fail2ban answered, so the crash-safety rule holds.
+        batches = list(chunked(to_send, self.batch_size))
+        if batches:
+            await self._bookkeep(name, jail, None, batches[0], run_id)
+        for i, batch in enumerate(batches):
+            ban = asyncio.create_task(self.fail2ban.ban(jail, batch))
+            try:
+                await self._bookkeep(
+                    name, jail, batches[i - 1] if i else None,
+                    batches[i + 1] if i + 1 < len(batches) else None, run_id,
                 )
-            await self.fail2ban.ban(jail, batch)
-            await self.store.confirm_pending(name)
+            finally:
+                await asyncio.wait({ban})
+            ban.result()
+        if batches:
+            await self._bookkeep(name, jail, batches[-1], None, run_id)
         return len(to_send)
+
+    async def _bookkeep(
+        self, name: str, jail: str, confirm: Sequence[str] | None,
+        pending: Sequence[str] | None, run_id: int | None,
+    ) -> None:
+        """One commit: `confirm` becomes applied, `pending` is recorded as about to be sent."""
+        async with self.store.db.transaction():
+            if confirm:
+                await self.store.set_state(name, jail, confirm, "applied")
+            if pending:
+                await self.store.insert_entries(
+                    name, jail, ((e, "pending", 1) for e in pending), run_id
+                )
 
     async def _remove(self, name: str, jail: str, entries: list[str]) -> int:
         for batch in chunked(entries, self.batch_size):

@@ -53,4 +53,8 @@ CREATE TABLE applied (
     run_id INTEGER,
     PRIMARY KEY (jail, entry, source)
 ) WITHOUT ROWID;
-CREATE INDEX applied_by_source ON applied (source, state);
+-- By source, for a source's entry set; state is left out so that confirming a batch
+-- (pending -> applied) does not rewrite this index. The partial index finds what a crash
+-- left unfinished without scanning a source's entries.
+CREATE INDEX applied_by_source ON applied (source, jail);
+CREATE INDEX applied_unfinished ON applied (source) WHERE state != 'applied';

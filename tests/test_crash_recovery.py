@@ -1,0 +1,110 @@
+"""The real bangd killed with SIGKILL in the middle of a big import, then restarted.
+
+The promise: afterwards the jail holds exactly the list, and no address was sent to
+fail2ban twice. fail2ban logs "already banned" at NOTICE level for a repeat ban of an
+address banned more than ~3 s earlier (../shared/README.md section 9), so the test waits
+longer than that before restarting bangd: any resend would then show in the log.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_process import DaemonProcess, bangctl_json
+from tests.fail2ban_server import PrivateFail2ban, PrivateFail2banFactory
+from tests.shortdir import short_tmpdir
+
+ENTRIES = 200_000
+
+
+def public_addresses(count: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    while len(seen) < count:
+        first = rng.randint(1, 223)
+        if first in (10, 100, 127, 169, 172, 192, 198, 203):
+            continue
+        seen.add(f"{first}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}")
+    return sorted(seen)
+
+
+@pytest.fixture
+def workdir() -> Iterator[str]:
+    with short_tmpdir("bangd-crash-") as d:
+        yield d
+
+
+def currently_banned(server: PrivateFail2ban) -> int:
+    code, result = server.command(["status", "bl", "short"])
+    assert code == 0, result
+    assert isinstance(result, list)
+    actions = dict(dict(result)["Actions"])
+    return int(actions["Currently banned"])
+
+
+def wait_until(predicate: object, timeout: float, what: str) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_import_then_restart_applies_exactly_the_list_and_sends_nothing_twice(
+    workdir: str, private_fail2ban: PrivateFail2banFactory
+) -> None:
+    server = private_fail2ban(jails=("bl",), loglevel="NOTICE")
+    addresses = public_addresses(ENTRIES)
+    list_path = Path(workdir) / "big.txt"
+    list_path.write_text("# 200k test list\n" + "\n".join(addresses) + "\n")
+    config = {
+        "log_level": "info",
+        "fail2ban": {"socket": server.socket, "jail": "bl", "batch_size": 1000},
+        "skip_reserved": False,
+        "sources": [{"name": "big", "path": str(list_path), "interval": "1d"}],
+    }
+    first = DaemonProcess(workdir, config)
+    try:
+        first.start()
+        first.wait_for("READY=1")
+        wait_until(lambda: currently_banned(server) >= ENTRIES // 4, 120, "a quarter banned")
+        first.signal(signal.SIGKILL)
+        first.wait_exit(10)
+    finally:
+        first.close()
+    at_kill = currently_banned(server)
+    assert 0 < at_kill < ENTRIES, "the kill must land in the middle of the import"
+    time.sleep(3.5)  # a resend from here on would be logged as "already banned"
+
+    second = DaemonProcess(workdir, config)
+    try:
+        second.start()
+        second.wait_for("READY=1")
+        runs: list[dict[str, object]] = []
+
+        def completed() -> bool:
+            nonlocal runs
+            runs = bangctl_json(second.socket, "runs", "big")["runs"]
+            return bool(runs) and runs[0]["state"] == "completed"
+
+        wait_until(completed, 240, "the import to complete after the restart")
+        states = [r["state"] for r in reversed(runs)]
+        assert states == ["interrupted", "completed"], json.dumps(runs, indent=1)
+    finally:
+        second.signal(signal.SIGTERM)
+        second.wait_exit(15)
+        second.close()
+
+    code, banned = server.command(["get", "bl", "banned"])
+    assert code == 0
+    assert isinstance(banned, list)
+    assert sorted(str(b) for b in banned) == addresses
+    assert "already banned" not in server.log_text()
