@@ -341,16 +341,8 @@ class Importer:
     async def _add(self, name: str, jail: str, entries: list[str], run_id: int | None) -> int:
         """Apply new entries; return how many were sent to fail2ban."""
         others = await self.store.held_by_others(jail, name)
-        banned_now = set(await self.fail2ban.banned(jail)) if entries else set()
-        known: list[tuple[str, str, int]] = []
-        to_send: list[str] = []
-        for entry in entries:
-            if entry in others:
-                known.append((entry, "applied", others[entry]))
-            elif entry in banned_now:
-                known.append((entry, "applied", 0))  # someone else's ban: never ours to lift
-            else:
-                to_send.append(entry)
+        banned_now = await self.fail2ban.banned(jail)
+        known, to_send = await asyncio.to_thread(_classify, entries, others, banned_now)
         if known:
             async with self.store.db.transaction():
                 await self.store.insert_entries(name, jail, known, run_id)
@@ -419,6 +411,27 @@ class Importer:
         await self.store.delete_source(name)
         log.info("source=%s withdrawn removed=%d", name, removed)
         return removed
+
+
+def _classify(
+    entries: list[str], others: dict[str, int], banned_now: list[str]
+) -> tuple[list[tuple[str, str, int]], list[str]]:
+    """Split new entries into rows to record as they are, and addresses to send.
+
+    An entry another source already applied to the jail inherits its ownership; one that
+    fail2ban already held (someone else's ban) is recorded as not bangd's to lift.
+    """
+    banned = set(banned_now)
+    known: list[tuple[str, str, int]] = []
+    to_send: list[str] = []
+    for entry in entries:
+        if entry in others:
+            known.append((entry, "applied", others[entry]))
+        elif entry in banned:
+            known.append((entry, "applied", 0))
+        else:
+            to_send.append(entry)
+    return known, to_send
 
 
 def _delta(desired: frozenset[str], current: set[str]) -> tuple[list[str], list[str]]:
