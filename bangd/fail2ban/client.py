@@ -82,6 +82,7 @@ class Fail2banClient:
         self._lock = asyncio.Lock()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._connected_to: tuple[int, int, int] | None = None
 
     @property
     def socket_path(self) -> str:
@@ -212,7 +213,17 @@ class Fail2banClient:
 
     async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._reader is not None and self._writer is not None:
-            return self._reader, self._writer
+            if (
+                not self._reader.at_eof()
+                and not self._writer.is_closing()
+                and self._socket_identity() == self._connected_to
+            ):
+                return self._reader, self._writer
+            # fail2ban closed this idle connection, or a new fail2ban made a new socket
+            # file: nothing was sent on the old connection, so opening a new one is safe
+            # and the caller never sees the stale one.
+            log.debug("fail2ban's idle connection is stale; reconnecting")
+            self._drop()
         self._check_socket_owner()
         try:
             reader, writer = await asyncio.open_unix_connection(
@@ -224,9 +235,17 @@ class Fail2banClient:
                 f"{_UNREACHABLE_HINT}"
             ) from exc
         self._reader, self._writer = reader, writer
+        self._connected_to = self._socket_identity()
         self._check_peer(writer)
         log.debug("connected to fail2ban at %s", self._socket_path)
         return reader, writer
+
+    def _socket_identity(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self._socket_path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
     def _check_socket_owner(self) -> None:
         """Whoever owns the socket decides what bangd unpickles and bans: trust only root/us."""

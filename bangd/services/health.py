@@ -2,7 +2,8 @@
 
 fail2ban being down is a normal state for bangd (it starts before fail2ban, fail2ban is
 restarted by an operator): it is shown in `status`, retried with backoff, and a return after
-an outage triggers `on_recover` (reconciliation re-bans what fail2ban lost meanwhile).
+an outage triggers `on_recover` (reconciliation re-bans what fail2ban lost meanwhile). A
+restart between two checks is caught too: fail2ban creates a new socket file each start.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +23,22 @@ log = logging.getLogger(__name__)
 
 
 class Pingable(Protocol):
+    @property
+    def socket_path(self) -> str: ...
+
     async def version(self) -> str: ...
+
+
+def socket_identity(path: str) -> tuple[int, int, int] | None:
+    """The socket file's identity: a new file means fail2ban was restarted.
+
+    The change time is part of it because a new file may get the old one's inode number.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
 @dataclass
@@ -47,7 +64,7 @@ class Fail2banMonitor:
         self,
         client: Pingable,
         *,
-        interval: float = 30.0,
+        interval: float = 10.0,
         min_retry: float = 1.0,
         on_change: Callable[[Fail2banHealth], None] | None = None,
         on_recover: Callable[[], Awaitable[None]] | None = None,
@@ -62,6 +79,7 @@ class Fail2banMonitor:
         self.health = Fail2banHealth()
         self._task: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
+        self._identity: tuple[int, int, int] | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -90,11 +108,18 @@ class Fail2banMonitor:
             self.health.reachable, self.health.error = False, str(exc)
         else:
             self.health.checked = now
-            if was is not True:
+            identity = socket_identity(self.client.socket_path)
+            restarted = (
+                was is True and self._identity is not None and identity != self._identity
+            )
+            self._identity = identity
+            if was is not True or restarted:
                 self.health.since = now
-                log.info("fail2ban reachable version=%s", version)
+                log.info("fail2ban reachable version=%s%s", version,
+                         " (restarted since the last check)" if restarted else "")
             self.health.reachable, self.health.version, self.health.error = True, version, None
-            if was is False and self.on_recover is not None:
+            # A restart loses bans fail2ban had not yet saved: reconcile, as after an outage.
+            if (was is False or restarted) and self.on_recover is not None:
                 await self.on_recover()
         if was != self.health.reachable and self.on_change is not None:
             self.on_change(self.health)

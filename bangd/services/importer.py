@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,6 +46,9 @@ class Fetch(Protocol):
     async def fetch(
         self, source: SourceConfig, *, etag: str | None = None, last_modified: str | None = None
     ) -> Fetched: ...
+
+
+PREVIEW = 20  # addresses a dry run lists per direction
 
 
 class ImportRefused(BangdError):
@@ -97,8 +101,8 @@ class ImportSummary:
             "invalid_lines": [list(x) for x in self.invalid_lines],
         }
         if self.dry_run:
-            data["would_add"] = self.would_add[:20]
-            data["would_remove"] = self.would_remove[:20]
+            data["would_add"] = self.would_add
+            data["would_remove"] = self.would_remove
         return data
 
     def log_line(self) -> str:
@@ -279,7 +283,8 @@ class Importer:
         current = await self.store.entries_of(source.name, source.jail)
         to_add, to_remove = await asyncio.to_thread(_delta, parsed.entries, current)
         summary.added, summary.removed = len(to_add), len(to_remove)
-        summary.would_add, summary.would_remove = to_add, to_remove
+        summary.would_add = heapq.nsmallest(PREVIEW, to_add)
+        summary.would_remove = heapq.nsmallest(PREVIEW, to_remove)
         summary.state = "would-change" if to_add or to_remove else "unchanged"
         for old_jail in await self.store.jails_of(source.name):
             if old_jail != source.jail:
@@ -314,7 +319,7 @@ class Importer:
         name, jail = source.name, source.jail
         for old_jail in await self.store.jails_of(name):
             if old_jail != jail:
-                old = sorted(await self.store.entries_of(name, old_jail))
+                old = list(await self.store.entries_of(name, old_jail))
                 summary.removed += await self._remove(name, old_jail, old)
         current = await self.store.entries_of(name, jail)
         to_add, to_remove = await asyncio.to_thread(_delta, desired, current)
@@ -329,7 +334,7 @@ class Importer:
         """--force: re-ban this source's entries that fail2ban no longer holds."""
         current = await self.store.entries_of(source.name, source.jail)
         banned = set(await self.fail2ban.banned(source.jail))
-        missing = sorted(current - banned)
+        missing = list(current - banned)
         for batch in chunked(missing, self.batch_size):
             await self.fail2ban.ban(source.jail, batch)
             await self.store.set_owned(source.jail, batch)
@@ -406,7 +411,7 @@ class Importer:
         async with self.apply_lock:
             await self._recover(name, await self.store.unfinished(name))
             for jail in await self.store.jails_of(name):
-                entries = sorted(await self.store.entries_of(name, jail))
+                entries = list(await self.store.entries_of(name, jail))
                 removed += await self._remove(name, jail, entries)
         await self.store.delete_source(name)
         log.info("source=%s withdrawn removed=%d", name, removed)
@@ -435,5 +440,6 @@ def _classify(
 
 
 def _delta(desired: frozenset[str], current: set[str]) -> tuple[list[str], list[str]]:
-    """(to add, to remove), sorted so batches and logs are deterministic."""
-    return sorted(desired - current), sorted(current - desired)
+    """(to add, to remove). Not sorted: sorting 1M strings holds the GIL for ~0.5 s,
+    long enough to stall the event loop even from a thread; order does not matter."""
+    return list(desired - current), list(current - desired)

@@ -70,7 +70,7 @@ class Reconciler:
             return report
         try:
             banned = set(await self.fail2ban.banned(jail))
-            missing = sorted(expected - banned)
+            missing = list(expected - banned)
             report.missing = len(missing)
             report.present = report.expected - report.missing
             for batch in chunked(missing, self.batch_size):
