@@ -22,6 +22,8 @@ from .control.server import ControlServer, Handler, Peer, claim_socket_path
 from .errors import ConfigError, ControlError
 from .fail2ban.client import Fail2banClient
 from .logs import set_level
+from .metrics import Metric
+from .metrics import render as render_metrics
 from .notify import Notifier, SystemdNotifier, watchdog_interval
 from .scheduler import Job, JobFailed, Scheduler
 from .services.health import Fail2banHealth, Fail2banMonitor
@@ -253,6 +255,7 @@ class Daemon:
             "import": self._cmd_import,
             "runs": self._cmd_runs,
             "reconcile": self._cmd_reconcile,
+            "metrics": self._cmd_metrics,
         }
 
     async def _cmd_version(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
@@ -354,6 +357,47 @@ class Daemon:
         async with self.scheduler.exclusive(RECONCILE_JOB):
             reports = await self.reconciler.run(jail)
         return {"jails": [r.as_dict() for r in reports]}
+
+    async def _cmd_metrics(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return {"text": render_metrics(await self.metrics())}
+
+    async def metrics(self) -> list[Metric]:
+        now = self.clock()
+        health = self.monitor.health
+        rows = {row.name: row for row in await self.imports.sources()}
+        last = await self.imports.last_runs()
+        entries = Metric("bangd_source_entries", "gauge", "Entries a source has applied.")
+        success = Metric("bangd_source_last_success_timestamp_seconds", "gauge",
+                         "When a source's last completed or unchanged run ended.")
+        duration = Metric("bangd_source_last_run_duration_seconds", "gauge",
+                          "How long a source's last run took.")
+        failing = Metric("bangd_source_last_run_failed", "gauge",
+                         "1 if a source's last run failed.")
+        for src in self.config.sources:
+            row, run = rows.get(src.name), last.get(src.name)
+            labels = {"source": src.name, "jail": src.jail}
+            entries.add(row.entries if row is not None else 0, **labels)
+            if row is not None and row.last_success is not None:
+                success.add(row.last_success, **labels)
+            if run is not None and run.get("finished"):
+                duration.add(run["finished"] - run["started"], **labels)
+                failing.add(1 if run["state"] == "failed" else 0, **labels)
+        runs = Metric("bangd_import_runs_total", "counter", "Import runs by source and state.")
+        for source, state, count in await self.imports.run_counts():
+            runs.add(count, source=source, state=state)
+        return [
+            Metric("bangd_info", "gauge", "bangd's version.").add(1, version=__version__),
+            Metric("bangd_start_time_seconds", "gauge", "When bangd started.").add(
+                self.started_at
+            ),
+            Metric("bangd_uptime_seconds", "gauge", "Seconds since bangd started.").add(
+                now - self.started_at
+            ),
+            Metric("bangd_fail2ban_up", "gauge", "1 if fail2ban answers on its socket.").add(
+                1 if health.reachable else 0
+            ),
+            entries, success, duration, failing, runs,
+        ]
 
     # -- jobs -----------------------------------------------------------------------------
 

@@ -145,3 +145,15 @@ def test_a_changed_list_is_applied_by_import(
     assert (result["b"]["added"], result["b"]["removed"]) == (1, 1)
     assert banned(fail2ban_server) == {"203.0.113.1", "203.0.113.2", "203.0.113.3",
                                        "203.0.113.4"}
+
+
+def test_metrics_are_prometheus_text_with_per_source_figures(daemon: DaemonProcess) -> None:
+    done = bangctl(daemon.socket, "metrics")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "# TYPE bangd_source_entries gauge" in lines
+    assert 'bangd_source_entries{jail="bl",source="a"} 2' in lines
+    assert 'bangd_import_runs_total{source="a",state="completed"} 1' in lines
+    assert "bangd_fail2ban_up 1" in lines
+    assert any(line.startswith('bangd_source_last_success_timestamp_seconds{jail="bl",'
+                               'source="b"} ') for line in lines)

@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--jail", metavar="J", help="only this jail")
     sub.add_parser(
+        "metrics", help="Prometheus text exposition",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print bangd's counters and gauges in Prometheus text format.",
+        epilog="example, for node_exporter's textfile collector (run from a timer):\n"
+        "  bangctl metrics > /var/lib/node_exporter/bangd.prom.tmp &&\n"
+        "    mv /var/lib/node_exporter/bangd.prom.tmp /var/lib/node_exporter/bangd.prom",
+    )
+    sub.add_parser(
         "reload",
         help="reload the config (like SIGHUP)",
         description="Reload the config file. An invalid new config is refused and the "
@@ -222,7 +230,12 @@ def format_reconcile(result: dict[str, Any]) -> str:
     return table(["JAIL", "EXPECTED", "PRESENT", "MISSING", "REBANNED", "ERROR"], rows)
 
 
+def format_metrics(result: dict[str, Any]) -> str:
+    return str(result.get("text", "")).rstrip("\n")
+
+
 FORMATTERS: dict[str, Formatter] = {
+    "metrics": format_metrics,
     "sources": format_sources,
     "import": format_import,
     "runs": format_runs,

@@ -154,6 +154,13 @@ class ImportStore:
             )
         return [dict(r) for r in rows]
 
+    async def run_counts(self) -> list[tuple[str, str, int]]:
+        rows = await self.db.fetchall(
+            "SELECT source, state, COUNT(*) AS n FROM import_runs GROUP BY source, state"
+            " ORDER BY source, state"
+        )
+        return [(r["source"], r["state"], r["n"]) for r in rows]
+
     async def last_runs(self) -> dict[str, dict[str, Any]]:
         rows = await self.db.fetchall(
             "SELECT r.* FROM import_runs r JOIN (SELECT source, MAX(id) AS id FROM import_runs"
