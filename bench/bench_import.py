@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import socket
 import sys
 import tempfile
@@ -30,20 +29,10 @@ from bangd.services.importer import FilterSettings, Importer
 from bangd.sources.fetch import Fetcher, make_session
 from bangd.store.db import Database
 from bangd.store.imports import ImportStore
+from tests.addresses import public_ipv4
 from tests.fail2ban_server import PrivateFail2ban
 
 BATCH = 1000
-
-
-def addresses(count: int) -> list[str]:
-    rng = random.Random(1)
-    seen: set[str] = set()
-    while len(seen) < count:
-        first = rng.randint(1, 223)
-        if first in (10, 100, 127, 169, 172, 192, 198, 203):
-            continue
-        seen.add(f"{first}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}")
-    return list(seen)
 
 
 def bare_loop(sock_path: str, jail: str, addrs: list[str]) -> float:
@@ -92,7 +81,7 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    addrs = addresses(args.entries)
+    addrs = public_ipv4(args.entries, seed=1)
     server = PrivateFail2ban(jails=("bl",), loglevel="NOTICE")
     server.start()
     work = tempfile.mkdtemp(prefix="bangd-bench-")

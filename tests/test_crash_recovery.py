@@ -9,7 +9,6 @@ longer than that before restarting bangd: any resend would then show in the log.
 from __future__ import annotations
 
 import json
-import random
 import signal
 import time
 from collections.abc import Iterator
@@ -17,22 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.addresses import public_ipv4
 from tests.daemon_process import DaemonProcess, bangctl_json
 from tests.fail2ban_server import PrivateFail2ban, PrivateFail2banFactory
 from tests.shortdir import short_tmpdir
 
 ENTRIES = 200_000
-
-
-def public_addresses(count: int, seed: int = 7) -> list[str]:
-    rng = random.Random(seed)
-    seen: set[str] = set()
-    while len(seen) < count:
-        first = rng.randint(1, 223)
-        if first in (10, 100, 127, 169, 172, 192, 198, 203):
-            continue
-        seen.add(f"{first}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}")
-    return sorted(seen)
 
 
 @pytest.fixture
@@ -62,7 +51,7 @@ def test_sigkill_mid_import_then_restart_applies_exactly_the_list_and_sends_noth
     workdir: str, private_fail2ban: PrivateFail2banFactory
 ) -> None:
     server = private_fail2ban(jails=("bl",), loglevel="NOTICE")
-    addresses = public_addresses(ENTRIES)
+    addresses = public_ipv4(ENTRIES)
     list_path = Path(workdir) / "big.txt"
     list_path.write_text("# 200k test list\n" + "\n".join(addresses) + "\n")
     config = {
