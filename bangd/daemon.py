@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -16,27 +17,33 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
+
 from . import __version__
 from .config import Config, load_config
 from .control.server import ControlServer, Handler, Peer, claim_socket_path
-from .errors import ConfigError, ControlError
+from .errors import BangdError, ConfigError, ControlError
 from .fail2ban.client import Fail2banClient
 from .logs import set_level
 from .metrics import Metric
 from .metrics import render as render_metrics
 from .notify import Notifier, SystemdNotifier, watchdog_interval
 from .scheduler import Job, JobFailed, Scheduler
+from .services.geo import GeoService, build_geo_service
 from .services.health import Fail2banHealth, Fail2banMonitor
 from .services.importer import FilterSettings, Importer, ImportSummary
 from .services.reconcile import Reconciler
+from .services.retention import run_retention
 from .sources.fetch import Fetcher, make_session
 from .store.db import Database
+from .store.geo import GeoCacheStore
 from .store.imports import ImportStore
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 7.0  # running work gets this long to reach a safe point; the unit allows 10 s
 RECONCILE_JOB = "reconcile"
+RETENTION_JOB = "retention"
 
 
 def import_job(source: str) -> str:
@@ -66,6 +73,11 @@ class Daemon:
         self._importer: Importer | None = None
         self._reconciler: Reconciler | None = None
         self._imports: ImportStore | None = None
+        self._geo_store: GeoCacheStore | None = None
+        self._geo: GeoService | None = None
+        self._geo_session: aiohttp.ClientSession | None = None
+        self.geo_error: str | None = None
+        self.retention_deleted = 0
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- collaborators, available once started ---------------------------------------------
@@ -101,6 +113,16 @@ class Daemon:
         return self._imports
 
     @property
+    def geo(self) -> GeoService:
+        assert self._geo is not None, "daemon not started"
+        return self._geo
+
+    @property
+    def geo_store(self) -> GeoCacheStore:
+        assert self._geo_store is not None, "daemon not started"
+        return self._geo_store
+
+    @property
     def monitor(self) -> Fail2banMonitor:
         assert self._monitor is not None, "daemon not started"
         return self._monitor
@@ -134,11 +156,18 @@ class Daemon:
         if interrupted:
             log.warning("imports interrupted by the previous stop: %s; they run again now",
                         ",".join(interrupted))
+        self._geo_store = GeoCacheStore(self._db)
+        # ip-api gets an ordinary session: the list-fetching one leaves gzip to the fetcher.
+        self._geo_session = aiohttp.ClientSession()
+        stack.push_async_callback(self._geo_session.close)
+        self._geo = self._make_geo(config)
+        stack.push_async_callback(self._close_geo)
         apply_lock = asyncio.Lock()
         self._importer = Importer(
             self._imports, self._fail2ban,
             Fetcher(session, user_agent=f"bangd/{__version__}"),
             batch_size=config.fail2ban.batch_size, apply_lock=apply_lock, clock=self.clock,
+            on_banned=self._on_banned, on_unchanged=self._on_unchanged,
         )
         self._reconciler = Reconciler(
             self._imports, self._fail2ban,
@@ -237,6 +266,9 @@ class Daemon:
             self.importer.fail2ban = self.reconciler.fail2ban = self._fail2ban
             self.importer.batch_size = self.reconciler.batch_size = new.fail2ban.batch_size
             self.monitor.poke()
+        if new.geo != old.geo:
+            await self._close_geo()
+            self._geo = self._make_geo(new)
         await self._reschedule_jobs(old, new)
         for key in restart_needed:
             log.warning("reload: %s changed; it takes effect at the next restart", key)
@@ -256,6 +288,9 @@ class Daemon:
             "runs": self._cmd_runs,
             "reconcile": self._cmd_reconcile,
             "metrics": self._cmd_metrics,
+            "lookup": self._cmd_lookup,
+            "cache_stats": self._cmd_cache_stats,
+            "cache_cleanup": self._cmd_cache_cleanup,
         }
 
     async def _cmd_version(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
@@ -283,6 +318,7 @@ class Daemon:
             "fail2ban": {"socket": config.fail2ban.socket, **self.monitor.health.as_dict()},
             "sources": (await self._cmd_sources(args, peer))["sources"],
             "timers": [s.as_dict() for s in self.scheduler.states()],
+            "geo": {"resolvers": self._resolver_names(), "error": self.geo_error},
         }
 
     async def _cmd_sources(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
@@ -358,6 +394,41 @@ class Daemon:
             reports = await self.reconciler.run(jail)
         return {"jails": [r.as_dict() for r in reports]}
 
+    async def _cmd_lookup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        ips = args.get("ips")
+        if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
+            raise ControlError("invalid_argument", 'ips must be a list of addresses')
+        try:
+            results = await self.geo.lookup(ips, banned_in=self._banned_in)
+        except ValueError as exc:
+            raise ControlError("invalid_argument", str(exc)) from None
+        return {"results": results}
+
+    async def _banned_in(self, address: str) -> list[str]:
+        """The jails bangd uses in which fail2ban has `address` banned."""
+        jails = sorted({s.jail for s in self.config.sources} | set(await self.imports.jails()))
+        found = []
+        for jail in jails:
+            result = await self.fail2ban.command(["get", jail, "banned", address])
+            if isinstance(result, list):
+                result = result[0] if result else 0
+            if result:
+                found.append(jail)
+        return found
+
+    async def _cmd_cache_stats(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        stats = await self.geo.stats()
+        stats["retention_days"] = self.config.geo.retention_days
+        stats["resolvers"] = self._resolver_names()
+        stats["error"] = self.geo_error
+        return stats
+
+    async def _cmd_cache_cleanup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        dry_run = bool(args.get("dry_run"))
+        if dry_run:
+            return await self._retention(dry_run=True)
+        return await self.scheduler.run_now(RETENTION_JOB, wait=True)
+
     async def _cmd_metrics(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return {"text": render_metrics(await self.metrics())}
 
@@ -397,7 +468,17 @@ class Daemon:
                 1 if health.reachable else 0
             ),
             entries, success, duration, failing, runs,
+            *await self._geo_metrics(),
         ]
+
+    async def _geo_metrics(self) -> list[Metric]:
+        stats = await self.geo.stats()
+        rows = Metric("bangd_geo_cache_rows", "gauge", "Geo cache rows, by negative or not.")
+        rows.add(stats["rows"] - stats["negative"], negative="false")
+        rows.add(stats["negative"], negative="true")
+        deleted = Metric("bangd_geo_retention_deleted_total", "counter",
+                         "Geo cache rows deleted by retention since bangd started.")
+        return [rows, deleted.add(self.retention_deleted)]
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -424,6 +505,15 @@ class Daemon:
             raise JobFailed(summary.error or "import failed", result)
         return result
 
+    async def _retention(self, *, dry_run: bool = False) -> dict[str, Any]:
+        result = await run_retention(
+            self.geo_store, retention_days=self.config.geo.retention_days,
+            clock=self.clock, dry_run=dry_run,
+        )
+        if not dry_run:
+            self.retention_deleted += int(result["deleted"])
+        return result
+
     async def _reconcile_job(self) -> dict[str, Any]:
         await self._withdraw_removed_sources()
         reports = await self.reconciler.run()
@@ -445,6 +535,7 @@ class Daemon:
                 self.scheduler.add(self._make_import_job(src.name, src.interval))
         self.scheduler.add(Job(RECONCILE_JOB, config.fail2ban.reconcile_interval,
                                self._reconcile_job, jitter=0.0))
+        self.scheduler.add(Job(RETENTION_JOB, config.geo.cleanup_interval, self._retention))
 
     def _make_import_job(self, name: str, interval: float) -> Job:
         async def run() -> dict[str, Any]:
@@ -461,6 +552,7 @@ class Daemon:
             self.scheduler.update(self._make_import_job(src.name, src.interval))
         self.scheduler.update(Job(RECONCILE_JOB, new.fail2ban.reconcile_interval,
                                   self._reconcile_job, jitter=0.0))
+        self.scheduler.update(Job(RETENTION_JOB, new.geo.cleanup_interval, self._retention))
         removed = {s.name for s in old.sources} - {s.name for s in new.sources}
         if removed:
             # Withdrawing their entries is the reconcile job's first step.
@@ -481,6 +573,41 @@ class Daemon:
     async def _on_fail2ban_recover(self) -> None:
         log.info("fail2ban is back: reconciling now")
         self.scheduler.make_due(RECONCILE_JOB)
+
+    def _make_geo(self, config: Config) -> GeoService:
+        """The geo service; a broken MMDB is logged and geo runs without it, because
+        losing geolocation must never stop blocklist imports."""
+        try:
+            geo = build_geo_service(config.geo, self.geo_store, self._geo_session, self.clock)
+        except BangdError as exc:
+            self.geo_error = str(exc)
+            log.error("geo: %s; running without MMDB lookups until fixed and reloaded", exc)
+            geo = build_geo_service(
+                dataclasses.replace(config.geo, mmdb=None, asn_mmdb=None),
+                self.geo_store, self._geo_session, self.clock,
+            )
+        else:
+            self.geo_error = None
+        return geo
+
+    def _resolver_names(self) -> list[str]:
+        geo = self.config.geo
+        names = []
+        if (geo.mmdb or geo.asn_mmdb) and self.geo_error is None:
+            names.append("mmdb")
+        if geo.ip_api.enabled:
+            names.append("ip-api")
+        return names
+
+    async def _close_geo(self) -> None:
+        if self._geo is not None:
+            await self._geo.close()
+
+    async def _on_banned(self, source: str, addresses: list[str]) -> None:
+        await self.geo.on_banned(source, addresses)
+
+    async def _on_unchanged(self, source: str) -> None:
+        await self.geo.on_unchanged(source)
 
     def _make_fail2ban_client(self, config: Config) -> Fail2banClient:
         return Fail2banClient(

@@ -1,13 +1,16 @@
 """Shared fixtures. fail2ban: one real private server per test session, a clean jail per
-test, and a factory for tests that need a server of their own (to stop it, or at DEBUG)."""
+test, and a factory for tests that need a server of their own (to stop it, or at DEBUG).
+SQLite: a fresh, migrated bangd database per test."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
+from bangd.store.db import Database
 from tests.fail2ban_server import PrivateFail2ban, PrivateFail2banFactory
 
 SESSION_JAILS = ("bl", "bl2")
@@ -66,3 +69,13 @@ def private_fail2ban() -> Iterator[PrivateFail2banFactory]:
     finally:
         for server in reversed(servers):
             _discard(server)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A fresh bangd database in the test's directory, migrated to the latest schema."""
+    database = await Database.open(str(tmp_path / "bangd.db"))
+    try:
+        yield database
+    finally:
+        await database.close()

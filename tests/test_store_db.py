@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,6 @@ SLOW_INSERT = (
 
 class Boom(Exception):
     pass
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(str(tmp_path / "bangd.db"))
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def job_names(db: Database) -> list[str]:

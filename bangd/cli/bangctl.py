@@ -85,6 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare each jail with what bangd has applied and re-ban what is missing.",
     )
     rec.add_argument("--jail", metavar="J", help="only this jail")
+    look = sub.add_parser(
+        "lookup", help="geo data, listing sources and jails for addresses",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Show what bangd knows about addresses: country and ASN (and where "
+        "that came from, and how old it is), which sources list them, and in which jails "
+        "fail2ban has them banned.",
+        epilog="example:\n  bangctl lookup 203.0.113.7 2001:db8::1",
+    )
+    look.add_argument("ips", nargs="+", metavar="IP")
+    cache = sub.add_parser("cache", help="geo cache: stats, cleanup",
+                           description="The geolocation cache.")
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION",
+                                     parser_class=_Parser)
+    cache_sub.required = True
+    cache_sub.add_parser("stats", help="rows, negative rows, oldest last_seen")
+    clean = cache_sub.add_parser(
+        "cleanup", help="run retention now",
+        description="Delete cache rows not seen for geo.retention_days, now.",
+    )
+    clean.add_argument("--dry-run", action="store_true", help="only count what would go")
     sub.add_parser(
         "metrics", help="Prometheus text exposition",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -116,6 +136,12 @@ def request_for(args: argparse.Namespace) -> Request:
         return command, params
     if command == "reconcile":
         return command, {"jail": args.jail} if args.jail else {}
+    if command == "lookup":
+        return command, {"ips": args.ips}
+    if command == "cache":
+        if args.cache_command == "stats":
+            return "cache_stats", {}
+        return "cache_cleanup", {"dry_run": args.dry_run}
     return command, {}
 
 
@@ -230,12 +256,60 @@ def format_reconcile(result: dict[str, Any]) -> str:
     return table(["JAIL", "EXPECTED", "PRESENT", "MISSING", "REBANNED", "ERROR"], rows)
 
 
+def format_lookup(result: dict[str, Any]) -> str:
+    blocks = []
+    for r in result.get("results", []):
+        if not r.get("cached"):
+            geo = "not resolved yet"
+        elif r.get("negative"):
+            geo = f"nothing known ({r['origin']}, {duration(r['age'])} old)"
+        else:
+            asn = f"AS{r['asn']} {r.get('as_org') or ''}".strip() if r.get("asn") else "-"
+            geo = (f"{r.get('country_code') or '-'} {r.get('country_name') or ''}".rstrip()
+                   + f", {asn} ({r['origin']}, {duration(r['age'])} old)")
+        listed = ", ".join(
+            f"{m['source']} ({m['entry']} in {m['jail']})" for m in r.get("sources", [])
+        ) or "no source"
+        if r.get("banned_in") is None:
+            banned = f"unknown: {r.get('banned_in_error')}"
+        else:
+            banned = ", ".join(r["banned_in"]) or "no jail"
+        blocks.append(f"{r['ip']}\n  geo        {geo}\n  listed by  {listed}\n"
+                      f"  banned in  {banned}")
+    return "\n".join(blocks)
+
+
+def format_cache_stats(result: dict[str, Any]) -> str:
+    now = time.time()
+    origins = ", ".join(f"{k} {v}" for k, v in sorted(result.get("by_origin", {}).items()))
+    lines = [
+        f"rows             {result.get('rows')}" + (f" ({origins})" if origins else ""),
+        f"negative rows    {result.get('negative')}",
+        f"oldest last_seen {ago(result.get('oldest_last_seen'), now)}",
+        f"newest last_seen {ago(result.get('newest_last_seen'), now)}",
+        f"retention        {result.get('retention_days')} days",
+        f"resolvers        {', '.join(result.get('resolvers') or []) or 'none configured'}",
+    ]
+    if result.get("error"):
+        lines.append(f"error            {result['error']}")
+    return "\n".join(lines)
+
+
+def format_cache_cleanup(result: dict[str, Any]) -> str:
+    verb = "would delete" if result.get("dry_run") else "deleted"
+    cutoff = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.get("cutoff", 0)))
+    return f"{verb} {result.get('deleted')} rows not seen since {cutoff}"
+
+
 def format_metrics(result: dict[str, Any]) -> str:
     return str(result.get("text", "")).rstrip("\n")
 
 
 FORMATTERS: dict[str, Formatter] = {
     "metrics": format_metrics,
+    "lookup": format_lookup,
+    "cache_stats": format_cache_stats,
+    "cache_cleanup": format_cache_cleanup,
     "sources": format_sources,
     "import": format_import,
     "runs": format_runs,
@@ -261,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bangctl: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except ControlError as exc:
-        print(f"bangctl: {command}: {exc.code}: {exc.message}", file=sys.stderr)
+        print(f"bangctl: {args.command}: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_ERROR
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))

@@ -257,7 +257,9 @@ class Importer:
             last_success=self.clock(),
         )
         summary.state = "completed"
-        if self.on_banned is not None and newly_banned:
+        if self.on_banned is not None:
+            # Called even with nothing new: the hook also marks what the source still
+            # lists as seen, so a list that only shrank keeps its geo rows fresh.
             await self.on_banned(source.name, newly_banned)
 
     async def _unchanged(

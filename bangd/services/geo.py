@@ -1,0 +1,449 @@
+"""Geolocation for bangd: the cache in front of the resolvers, warming after imports, and
+what `bangctl lookup` / `bangctl cache stats` show.
+
+The resolver chain, per address:
+
+1. a fresh cache row. Positive rows are fresh for `positive_ttl` (30 days by default:
+   MaxMind and DB-IP publish monthly, so older answers are worth asking again when the
+   address comes up); negative rows for `negative_ttl` (geo.negative_ttl).
+2. the local MMDB files, in a worker thread, `chunk` addresses at a time.
+3. ip-api.com's batch endpoint, only if enabled, for what the MMDB did not know.
+4. a negative row, so nobody is asked again about that address before negative_ttl.
+
+When ip-api cannot answer ("try later": HTTP errors, timeouts, rate-limit waits too long)
+the addresses it was asked about are not cached at all, not even as negative: nobody has
+said they are unknown, so the next resolve asks again. Such addresses are missing from
+`resolve`'s answer.
+
+Writes are bulk upserts, one short transaction per chunk, and every one of them sets
+`last_seen`, as does meeting a cached address again (resolve with refresh_seen, lookup,
+an import of a source that lists it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bangd.config import GeoConfig
+from bangd.geo.ipapi import BATCH_LIMIT, IpApiClient, IpApiUnavailable
+from bangd.geo.mmdb import MmdbResolver
+from bangd.geo.model import GeoInfo
+from bangd.store.geo import AppliedMatch, CachedGeo, GeoCacheStore
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+POSITIVE_TTL = 30 * DAY
+DEFAULT_CHUNK = 5000
+BANNED_IN_TIMEOUT = 15.0  # bound on the daemon's "which jails ban it" question per address
+CLOSE_GRACE = 10.0  # longest wait for an MMDB chunk already running in a thread
+
+BannedIn = Callable[[str], Awaitable[list[str]]]
+
+
+@dataclass
+class _Attempt:
+    """State of one resolve call: once ip-api has said "try later", stop asking it."""
+
+    ipapi_failed: bool = False
+
+
+@dataclass(frozen=True)
+class _ChunkAnswer:
+    """What one chunk produced: rows to write, rows only to touch, and what stays unknown."""
+
+    answers: list[GeoInfo]
+    cached_hits: list[str]
+    stale_unanswered: list[str]
+
+
+class GeoService:
+    """The resolver chain over the cache; one instance per daemon.
+
+    The service owns the resolvers it is given: `close()` cancels background warming and
+    closes the MMDB files. `chunk` bounds how many addresses one step handles, so that
+    the event loop, the write lock and the memory of one step stay small.
+    """
+
+    def __init__(
+        self,
+        store: GeoCacheStore,
+        *,
+        mmdb: MmdbResolver | None,
+        ipapi: IpApiClient | None,
+        negative_ttl: float,
+        clock: Callable[[], float] = time.time,
+        chunk: int = DEFAULT_CHUNK,
+        positive_ttl: float | None = POSITIVE_TTL,
+    ) -> None:
+        """`positive_ttl` None keeps positive rows fresh forever."""
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        if negative_ttl < 0 or (positive_ttl is not None and positive_ttl < 0):
+            raise ValueError("negative_ttl and positive_ttl must be >= 0")
+        self.store = store
+        self._mmdb = mmdb
+        self._ipapi = ipapi
+        self._negative_ttl = negative_ttl
+        self._positive_ttl = positive_ttl
+        self._clock = clock
+        self._chunk = chunk
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._threads: set[asyncio.Future[list[GeoInfo]]] = set()
+        self._warm_lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def has_resolvers(self) -> bool:
+        """False when neither an MMDB nor ip-api is configured: only the cache answers."""
+        return self._mmdb is not None or self._ipapi is not None
+
+    # -- resolving -------------------------------------------------------------------------
+
+    async def resolve(
+        self, ips: Sequence[str], *, refresh_seen: bool = True
+    ) -> dict[str, CachedGeo]:
+        """What is known about each of `ips`, as now cached, keyed by address.
+
+        `ips` are plain addresses in the form lists are stored in (as bangd's parser and
+        `lookup` write them); no CIDR. Cached hits get last_seen = now unless
+        `refresh_seen` is False; every row written gets it anyway. Addresses that no
+        resolver could answer now (ip-api unavailable, none configured) are left out,
+        unless an older row exists: that row is answered and kept. Not after close().
+        """
+        if self._closed:
+            raise RuntimeError("GeoService.resolve called after close()")
+        results: dict[str, CachedGeo] = {}
+        await self._resolve(ips, refresh_seen=refresh_seen, results=results)
+        return results
+
+    async def _resolve(
+        self, ips: Sequence[str], *, refresh_seen: bool, results: dict[str, CachedGeo] | None
+    ) -> int:
+        """Resolve chunk by chunk; return how many rows were written."""
+        unique = list(dict.fromkeys(ips))
+        attempt = _Attempt()
+        written = 0
+        for start in range(0, len(unique), self._chunk):
+            part = unique[start : start + self._chunk]
+            written += await self._resolve_chunk(part, refresh_seen, attempt, results)
+            await asyncio.sleep(0)  # let other tasks in between chunks
+        return written
+
+    async def _resolve_chunk(
+        self,
+        part: list[str],
+        refresh_seen: bool,
+        attempt: _Attempt,
+        results: dict[str, CachedGeo] | None,
+    ) -> int:
+        now = self._clock()
+        cached = await self.store.get_many(part)
+        outcome = await self._answer_chunk(part, cached, now, attempt)
+        to_touch = outcome.cached_hits + outcome.stale_unanswered if refresh_seen else []
+        async with self.store.db.transaction():
+            await self.store.upsert_many(outcome.answers, now)
+            await self.store.touch_many(to_touch, now)
+        if results is not None:
+            self._collect(results, cached, outcome, now, refresh_seen)
+        return len(outcome.answers)
+
+    async def _answer_chunk(
+        self, part: list[str], cached: dict[str, CachedGeo], now: float, attempt: _Attempt
+    ) -> _ChunkAnswer:
+        hits = [ip for ip in part if ip in cached and self._is_fresh(cached[ip], now)]
+        hit_set = set(hits)
+        missing = [ip for ip in part if ip not in hit_set]
+        answers = await self._ask_resolvers(missing, attempt) if missing else []
+        answered = {info.ip for info in answers}
+        stale_unanswered = [ip for ip in missing if ip in cached and ip not in answered]
+        return _ChunkAnswer(answers, hits, stale_unanswered)
+
+    def _collect(
+        self,
+        results: dict[str, CachedGeo],
+        cached: dict[str, CachedGeo],
+        outcome: _ChunkAnswer,
+        now: float,
+        refresh_seen: bool,
+    ) -> None:
+        """Put the chunk's rows, as they now are in the table, into `results`."""
+        for ip in outcome.cached_hits + outcome.stale_unanswered:
+            row = cached[ip]
+            if refresh_seen:
+                row = CachedGeo(row.info, row.first_resolved, row.last_resolved, now)
+            results[ip] = row
+        for info in outcome.answers:
+            old = cached.get(info.ip)
+            first = old.first_resolved if old is not None else now
+            results[info.ip] = CachedGeo(info, first, now, now)
+
+    def _is_fresh(self, row: CachedGeo, now: float) -> bool:
+        """Whether a row may answer without asking again; exactly at its TTL it may not."""
+        age = now - row.last_resolved
+        if row.info.negative:
+            return age < self._negative_ttl
+        return self._positive_ttl is None or age < self._positive_ttl
+
+    async def _ask_resolvers(self, ips: list[str], attempt: _Attempt) -> list[GeoInfo]:
+        """Answers worth caching for `ips`: MMDB's, then ip-api's for what MMDB lacks.
+
+        MMDB negatives are final only when ip-api is not configured; otherwise ip-api's
+        answer (positive or negative) replaces them, and an ip-api failure leaves them
+        out (not cached) so they are asked again next time.
+        """
+        if self._mmdb is None:
+            return await self._ask_ipapi(ips, attempt) if self._ipapi is not None else []
+        found = await self._ask_mmdb(ips)
+        if self._ipapi is None:
+            return found
+        known = [info for info in found if not info.negative]
+        unknown = [info.ip for info in found if info.negative]
+        return known + await self._ask_ipapi(unknown, attempt)
+
+    async def _ask_mmdb(self, ips: list[str]) -> list[GeoInfo]:
+        """MMDB answers from a worker thread (about 30 ms per 5,000 addresses).
+
+        The thread's future is shielded and remembered, so a cancelled caller cannot
+        let close() unmap the files under a lookup still running.
+        """
+        assert self._mmdb is not None
+        future = asyncio.ensure_future(asyncio.to_thread(self._mmdb.lookup_many, ips))
+        self._threads.add(future)
+        future.add_done_callback(self._threads.discard)
+        return await asyncio.shield(future)
+
+    async def _ask_ipapi(self, ips: list[str], attempt: _Attempt) -> list[GeoInfo]:
+        """ip-api answers, one call per batch so other callers (a user's lookup) can get
+        between a long warming's batches; stops at the first "try later"."""
+        assert self._ipapi is not None
+        answers: list[GeoInfo] = []
+        for start in range(0, len(ips), BATCH_LIMIT):
+            if attempt.ipapi_failed:
+                break
+            batch = ips[start : start + BATCH_LIMIT]
+            try:
+                answers.extend(await self._ipapi.resolve(batch))
+            except IpApiUnavailable as err:
+                attempt.ipapi_failed = True
+                answers.extend(err.partial)
+                unanswered = len(ips) - start - len(err.partial)
+                log.warning("geo ip-api unavailable, %d addresses left unresolved: %s",
+                            unanswered, err)
+        return answers
+
+    # -- importer hooks --------------------------------------------------------------------
+
+    async def on_banned(self, source: str, addresses: list[str]) -> None:
+        """Importer hook after a completed import: returns at once; in the background,
+        refreshes last_seen of everything `source` lists and resolves the new single
+        addresses (CIDR entries are never resolved)."""
+        if self._closed:
+            return
+        task = asyncio.create_task(
+            self._after_import(source, list(addresses)), name=f"geo-warm:{source}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def on_unchanged(self, source: str) -> None:
+        """Importer hook for an unchanged import: one bulk last_seen refresh, no lookups."""
+        await self._refresh_source(source)
+
+    async def warm(self, source: str, addresses: list[str]) -> None:
+        """Resolve `addresses` (single addresses; CIDRs are skipped) into the cache.
+
+        Never raises (except on cancellation): warming is a courtesy to later lookups,
+        and an import must not fail because of it. One warming runs at a time.
+        """
+        singles = [entry for entry in addresses if "/" not in entry]
+        if not singles or not self.has_resolvers:
+            return
+        try:
+            async with self._warm_lock:
+                started = time.monotonic()
+                written = await self._resolve(singles, refresh_seen=True, results=None)
+            log.info("geo warm source=%s addresses=%d written=%d took=%.2fs",
+                     source, len(singles), written, time.monotonic() - started)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("geo warm source=%s failed; addresses resolve on lookup", source)
+
+    async def _after_import(self, source: str, addresses: list[str]) -> None:
+        await self._refresh_source(source)
+        await self.warm(source, addresses)
+
+    async def _refresh_source(self, source: str) -> None:
+        """Mark every cached address `source` lists as seen now; never raises."""
+        try:
+            touched = await self.store.touch_source(source, self._clock())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("geo last_seen refresh for source=%s failed", source)
+            return
+        log.debug("geo last_seen refreshed source=%s rows=%d", source, touched)
+
+    async def drain(self, grace: float) -> bool:
+        """Wait up to `grace` s for background warming to finish; True if it did.
+
+        For an orderly stop (let warming land before closing) and for tests.
+        """
+        tasks = list(self._tasks)
+        if not tasks:
+            return True
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        return not pending
+
+    async def close(self) -> None:
+        """Cancel background warming, wait for MMDB threads, close the MMDB; idempotent."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._threads:
+            await asyncio.wait(list(self._threads), timeout=CLOSE_GRACE)
+        if self._mmdb is not None:
+            self._mmdb.close()
+
+    # -- control commands ------------------------------------------------------------------
+
+    async def lookup(
+        self, ips: Sequence[str], *, banned_in: BannedIn | None = None
+    ) -> list[dict[str, Any]]:
+        """`bangctl lookup`: one JSON-ready dict per distinct address, in the order given.
+
+        Raises ValueError naming the first argument that is not an IP address. Looking an
+        address up counts as seeing it (last_seen is refreshed). `sources` lists the
+        applied entries that are the address itself or a network containing it.
+        `banned_in` (the daemon asks fail2ban) is called once per address; when it fails,
+        `banned_in` is None and `banned_in_error` says why.
+        """
+        if not ips:
+            raise ValueError("lookup needs at least one IP address")
+        addresses = list(dict.fromkeys(normalise_address(ip) for ip in ips))
+        resolved = await self.resolve(addresses)
+        listings = await self._listings(addresses)
+        now = self._clock()
+        replies = []
+        for address in addresses:
+            reply = _geo_reply(address, resolved.get(address), now)
+            reply["sources"] = [
+                {"source": m.source, "jail": m.jail, "entry": m.entry}
+                for m in listings.get(address, [])
+            ]
+            reply.update(await _ask_banned_in(banned_in, address))
+            replies.append(reply)
+        return replies
+
+    async def _listings(self, addresses: list[str]) -> dict[str, list[AppliedMatch]]:
+        """Applied entries equal to each address or to a network containing it.
+
+        Lists store networks with host bits cleared, so the networks containing an
+        address are exactly its 33 (IPv4) or 129 (IPv6) prefixes: key searches, no scan.
+        """
+        covering: dict[str, list[str]] = {}
+        for address in addresses:
+            for entry in _covering_entries(address):
+                covering.setdefault(entry, []).append(address)
+        found: dict[str, list[AppliedMatch]] = {}
+        for match in await self.store.applied_matches(list(covering)):
+            for address in covering[match.entry]:
+                found.setdefault(address, []).append(match)
+        return found
+
+    async def stats(self) -> dict[str, Any]:
+        """`bangctl cache stats`: rows, negative rows, last_seen range, rows per origin."""
+        return await self.store.stats()
+
+
+def normalise_address(text: str) -> str:
+    """The form bangd stores addresses in; IPv4-mapped IPv6 becomes IPv4.
+
+    Raises ValueError naming `text` when it is not a single IP address.
+    """
+    try:
+        if not isinstance(text, str):
+            raise ValueError(text)
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"not an IP address: {text!r}; give single addresses like 192.0.2.1 or 2001:db8::1"
+        ) from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _covering_entries(address: str) -> list[str]:
+    """`address` itself and every network containing it, in canonical text form."""
+    parsed = ipaddress.ip_address(address)
+    entries = [address]
+    for prefix in range(parsed.max_prefixlen, -1, -1):
+        entries.append(str(ipaddress.ip_network((parsed, prefix), strict=False)))
+    return entries
+
+
+def _geo_reply(address: str, row: CachedGeo | None, now: float) -> dict[str, Any]:
+    if row is None:
+        return {
+            "ip": address, "cached": False, "country_code": None, "country_name": None,
+            "asn": None, "as_org": None, "origin": None, "negative": None,
+            "first_resolved": None, "last_resolved": None, "last_seen": None, "age": None,
+        }
+    info = row.info
+    return {
+        "ip": address, "cached": True, "country_code": info.country_code,
+        "country_name": info.country_name, "asn": info.asn, "as_org": info.as_org,
+        "origin": info.origin, "negative": info.negative,
+        "first_resolved": row.first_resolved, "last_resolved": row.last_resolved,
+        "last_seen": row.last_seen, "age": max(now - row.last_resolved, 0.0),
+    }
+
+
+async def _ask_banned_in(banned_in: BannedIn | None, address: str) -> dict[str, Any]:
+    if banned_in is None:
+        return {"banned_in": None, "banned_in_error": "fail2ban was not asked"}
+    try:
+        async with asyncio.timeout(BANNED_IN_TIMEOUT):
+            jails = await banned_in(address)
+    except TimeoutError:
+        return {"banned_in": None,
+                "banned_in_error": f"no answer within {BANNED_IN_TIMEOUT:g} s; try again"}
+    except Exception as err:
+        return {"banned_in": None, "banned_in_error": str(err) or type(err).__name__}
+    return {"banned_in": sorted(jails), "banned_in_error": None}
+
+
+def build_geo_service(
+    geo_config: GeoConfig,
+    store: GeoCacheStore,
+    session: aiohttp.ClientSession | None,
+    clock: Callable[[], float] = time.time,
+) -> GeoService:
+    """The GeoService `geo:` asks for. Opens the MMDB files now, so a missing or wrong
+    file fails at startup (GeoError naming geo.mmdb / geo.asn_mmdb and the file).
+    `session` is needed only when geo.ip_api.enabled; the caller owns and closes it."""
+    mmdb = None
+    if geo_config.mmdb is not None or geo_config.asn_mmdb is not None:
+        mmdb = MmdbResolver(geo_config.mmdb, geo_config.asn_mmdb)
+    ipapi = None
+    if geo_config.ip_api.enabled:
+        if session is None:
+            if mmdb is not None:
+                mmdb.close()
+            raise ValueError("geo.ip_api.enabled needs an aiohttp session")
+        ipapi = IpApiClient(session, geo_config.ip_api.url, timeout=geo_config.ip_api.timeout)
+    return GeoService(
+        store, mmdb=mmdb, ipapi=ipapi, negative_ttl=geo_config.negative_ttl, clock=clock
+    )
