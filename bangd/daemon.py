@@ -78,6 +78,7 @@ class Daemon:
         self._geo_session: aiohttp.ClientSession | None = None
         self.geo_error: str | None = None
         self.retention_deleted = 0
+        self._last_import: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- collaborators, available once started ---------------------------------------------
@@ -500,6 +501,10 @@ class Daemon:
     ) -> dict[str, Any]:
         summary = await self._run_import(name, force=force, trigger=trigger)
         result: dict[str, Any] = summary.as_dict()
+        self._last_import = (
+            f"{name} {summary.state} +{summary.added} -{summary.removed} "
+            f"at {time.strftime('%H:%M', time.localtime(self.clock()))}"
+        )
         self.update_status()
         if summary.state == "failed":
             raise JobFailed(summary.error or "import failed", result)
@@ -563,9 +568,10 @@ class Daemon:
     def update_status(self) -> None:
         health = self._monitor.health if self._monitor is not None else Fail2banHealth()
         f2b = {True: "up", False: "DOWN", None: "not checked"}[health.reachable]
-        self.notifier.notify(
-            f"STATUS=fail2ban {f2b}; {len(self.config.sources)} sources"
-        )
+        text = f"fail2ban {f2b}; {len(self.config.sources)} sources"
+        if self._last_import is not None:
+            text += f"; last import {self._last_import}"
+        self.notifier.notify(f"STATUS={text}")
 
     def _on_fail2ban_change(self, health: Fail2banHealth) -> None:
         self.update_status()

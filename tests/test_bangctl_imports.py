@@ -157,3 +157,14 @@ def test_metrics_are_prometheus_text_with_per_source_figures(daemon: DaemonProce
     assert "bangd_fail2ban_up 1" in lines
     assert any(line.startswith('bangd_source_last_success_timestamp_seconds{jail="bl",'
                                'source="b"} ') for line in lines)
+
+
+def test_systemd_status_line_names_the_last_import(daemon: DaemonProcess) -> None:
+    line = daemon.wait_for("STATUS=fail2ban up; 2 sources; last import ")
+    assert " completed +2 -0 at " in line
+
+
+def test_tables_fit_an_80_column_terminal(daemon: DaemonProcess) -> None:
+    for command in (["status"], ["sources"], ["runs"], ["import", "a", "b"], ["reconcile"]):
+        out = bangctl(daemon.socket, *command).stdout
+        assert max(len(line) for line in out.splitlines()) <= 80, (command, out)

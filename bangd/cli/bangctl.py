@@ -239,7 +239,7 @@ def format_import(result: dict[str, Any]) -> str:
 
 def format_runs(result: dict[str, Any]) -> str:
     rows = [
-        [r["id"], r["source"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])),
+        [r["id"], r["source"], time.strftime("%m-%d %H:%M:%S", time.localtime(r["started"])),
          r["state"], r["added"], r["removed"], r["invalid"], r["skipped"],
          duration((r["finished"] or r["started"]) - r["started"])]
         for r in result.get("runs", [])
