@@ -134,3 +134,16 @@ def test_bangctl_exit_code_3_when_bangd_is_not_running(workdir: str) -> None:
 
 def test_bangctl_usage_error_exits_2(workdir: str) -> None:
     assert bangctl(os.path.join(workdir, "nope.sock"), "frobnicate").returncode == 2
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["version"], ["reload"], ["sources"], ["import"], ["runs"], ["reconcile"],
+     ["lookup"], ["cache", "stats"], ["cache", "cleanup"], ["metrics"]],
+)
+def test_every_bangctl_command_has_help_with_an_example(
+    workdir: str, command: list[str]
+) -> None:
+    done = bangctl(os.path.join(workdir, "unused.sock"), *command, "--help")
+    assert done.returncode == 0
+    assert "example" in done.stdout

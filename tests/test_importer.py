@@ -306,3 +306,14 @@ async def test_after_a_crash_an_entry_that_arrived_counts_as_bangds_own_ban(h: H
     await h.run(h.file_source("a", ["203.0.113.1", "203.0.113.2"]))
     await h.run(h.file_source("a", ["203.0.113.2"]))
     assert await h.banned() == {"203.0.113.2"}
+
+
+async def test_every_run_records_the_content_hash(h: Harness) -> None:
+    src = h.file_source("a", LIST_A)
+    first = await h.run(src)
+    await h.run(h.file_source("a", list(reversed(LIST_A))))
+    runs = await h.store.runs("a", 10)
+    assert [r["state"] for r in runs] == ["unchanged", "completed"]
+    assert first.content_hash is not None and len(first.content_hash) == 64
+    assert [r["content_hash"] for r in runs] == [first.content_hash, first.content_hash]
+    assert runs[0]["raw_hash"] != runs[1]["raw_hash"]

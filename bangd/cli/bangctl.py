@@ -54,12 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bangctl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    raw = argparse.RawDescriptionHelpFormatter
     sub.add_parser("status", help="daemon, fail2ban and timer overview",
-                   description="Show version, uptime, database, fail2ban and the timers.")
-    sub.add_parser("version", help="the daemon's version")
+                   description="Show version, uptime, database, fail2ban, a line per "
+                   "source and the timers.", formatter_class=raw,
+                   epilog="examples:\n  bangctl status\n  bangctl --json status | jq .fail2ban")
+    sub.add_parser("version", help="the daemon's version", formatter_class=raw,
+                   epilog="example:\n  bangctl version")
     sub.add_parser(
         "sources", help="one row per source",
         description="Name, jail, interval, entries applied, last run and next run per source.",
+        formatter_class=raw,
+        epilog="examples:\n  bangctl sources\n"
+        "  bangctl --json sources | jq '.sources[] | {name, entries}'",
     )
     imp = sub.add_parser(
         "import",
@@ -83,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser(
         "reconcile", help="re-ban what fail2ban lost",
         description="Compare each jail with what bangd has applied and re-ban what is missing.",
+        formatter_class=raw,
+        epilog="examples:\n  bangctl reconcile\n  bangctl reconcile --jail blocklist",
     )
     rec.add_argument("--jail", metavar="J", help="only this jail")
     look = sub.add_parser(
@@ -99,10 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION",
                                      parser_class=_Parser)
     cache_sub.required = True
-    cache_sub.add_parser("stats", help="rows, negative rows, oldest last_seen")
+    cache_sub.add_parser("stats", help="rows, negative rows, oldest last_seen",
+                         formatter_class=raw, epilog="example:\n  bangctl cache stats")
     clean = cache_sub.add_parser(
         "cleanup", help="run retention now",
         description="Delete cache rows not seen for geo.retention_days, now.",
+        formatter_class=raw,
+        epilog="examples:\n  bangctl cache cleanup --dry-run\n  bangctl cache cleanup",
     )
     clean.add_argument("--dry-run", action="store_true", help="only count what would go")
     sub.add_parser(
@@ -117,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
         "reload",
         help="reload the config (like SIGHUP)",
         description="Reload the config file. An invalid new config is refused and the "
-        "running one kept; the problems are printed.",
+        "running one kept; the problems are printed. A source removed from the config "
+        "has its bans withdrawn (unless another source lists them).",
+        formatter_class=raw,
+        epilog="examples:\n  bangd --check-config -c /etc/bangd/config.yaml && bangctl reload",
     )
     return parser
 

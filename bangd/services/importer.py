@@ -81,6 +81,8 @@ class ImportSummary:
     skipped_allowlist: int = 0
     skipped_reserved: int = 0
     entries: int | None = None
+    content_hash: str | None = None  # digest of the normalised entry set
+    raw_hash: str | None = None  # digest of the bytes as fetched
     sent: int = 0
     took: float = 0.0
     error: str | None = None
@@ -98,6 +100,7 @@ class ImportSummary:
             "skipped_reserved": self.skipped_reserved, "entries": self.entries,
             "sent": self.sent, "took": round(self.took, 3), "error": self.error,
             "run_id": self.run_id, "dry_run": self.dry_run,
+            "content_hash": self.content_hash,
             "invalid_lines": [list(x) for x in self.invalid_lines],
         }
         if self.dry_run:
@@ -193,7 +196,8 @@ class Importer:
         await self.store.finish_run(
             run_id, state=summary.state, entries=summary.entries, added=summary.added,
             removed=summary.removed, invalid=summary.invalid, skipped=summary.skipped,
-            finished=self.clock(), error=summary.error,
+            finished=self.clock(), error=summary.error, content_hash=summary.content_hash,
+            raw_hash=summary.raw_hash,
         )
 
     async def _import(
@@ -219,6 +223,7 @@ class Importer:
             await self._unchanged(source, prev, fetched, None, summary)
             return
         body_digest = raw_digest(fetched.body)
+        summary.raw_hash = body_digest
         if shortcuts and prev is not None and prev.raw_digest == body_digest:
             await self._unchanged(source, prev, fetched, body_digest, summary)
             return
@@ -232,6 +237,7 @@ class Importer:
         summary.skipped_reserved = parsed.skipped_reserved
         summary.skipped = parsed.skipped_allowlist + parsed.skipped_reserved
         summary.entries = len(parsed.entries)
+        summary.content_hash = parsed.digest
         if len(parsed.entries) > source.max_entries:
             raise ImportRefused(
                 f"source {source.name}: list has {len(parsed.entries)} entries, more than "
@@ -269,6 +275,8 @@ class Importer:
         summary.state = "unchanged"
         if prev is not None:
             summary.entries = prev.entries
+            summary.content_hash = prev.entries_digest
+            summary.raw_hash = body_digest or prev.raw_digest
         if summary.dry_run or prev is None:
             return
         await self.store.touch_source(
