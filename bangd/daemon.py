@@ -20,13 +20,13 @@ from typing import Any
 import aiohttp
 
 from . import __version__
+from .commands import Commands
 from .config import Config, load_config
-from .control.server import ControlServer, Handler, Peer, claim_socket_path
+from .control.server import ControlServer, claim_socket_path
 from .errors import BangdError, ConfigError, ControlError
 from .fail2ban.client import Fail2banClient
+from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
 from .logs import set_level
-from .metrics import Metric
-from .metrics import render as render_metrics
 from .notify import Notifier, SystemdNotifier, watchdog_interval
 from .scheduler import Job, JobFailed, Scheduler
 from .services.geo import GeoService, build_geo_service
@@ -42,12 +42,6 @@ from .store.imports import ImportStore
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 7.0  # running work gets this long to reach a safe point; the unit allows 10 s
-RECONCILE_JOB = "reconcile"
-RETENTION_JOB = "retention"
-
-
-def import_job(source: str) -> str:
-    return f"import:{source}"
 
 
 class Daemon:
@@ -189,7 +183,7 @@ class Daemon:
 
         self._control = ControlServer(
             config.control.socket,
-            self.handlers(),
+            Commands(self).handlers(),
             mode=config.control.mode,
             group=config.control.group,
             idle_timeout=config.control.idle_timeout,
@@ -277,216 +271,12 @@ class Daemon:
         self.update_status()
         return {"reloaded": True, "config": new.path, "restart_needed": restart_needed}
 
-    # -- control commands -----------------------------------------------------------------
-
-    def handlers(self) -> dict[str, Handler]:
-        return {
-            "status": self._cmd_status,
-            "version": self._cmd_version,
-            "reload": self._cmd_reload,
-            "sources": self._cmd_sources,
-            "import": self._cmd_import,
-            "runs": self._cmd_runs,
-            "reconcile": self._cmd_reconcile,
-            "metrics": self._cmd_metrics,
-            "lookup": self._cmd_lookup,
-            "cache_stats": self._cmd_cache_stats,
-            "cache_cleanup": self._cmd_cache_cleanup,
-        }
-
-    async def _cmd_version(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        return {"version": __version__}
-
-    async def _cmd_reload(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        try:
-            return await self.reload()
-        except ConfigError as exc:
-            raise ControlError(
-                "invalid_argument",
-                "new config refused, the running one is kept: " + "; ".join(exc.problems),
-            ) from None
-
-    async def _cmd_status(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        now = self.clock()
-        config = self.config
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "started_at": self.started_at,
-            "uptime": now - self.started_at,
-            "config": config.path,
-            "database": {"path": self.db.path, "schema_version": self.db.schema_version},
-            "fail2ban": {"socket": config.fail2ban.socket, **self.monitor.health.as_dict()},
-            "sources": (await self._cmd_sources(args, peer))["sources"],
-            "timers": [s.as_dict() for s in self.scheduler.states()],
-            "geo": {"resolvers": self._resolver_names(), "error": self.geo_error},
-        }
-
-    async def _cmd_sources(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        rows = {row.name: row for row in await self.imports.sources()}
-        last = await self.imports.last_runs()
-        listed = []
-        for src in self.config.sources:
-            row = rows.get(src.name)
-            run = last.get(src.name, {})
-            state = self.scheduler.state(import_job(src.name))
-            listed.append({
-                "name": src.name, "jail": src.jail, "interval": src.interval,
-                "enabled": src.enabled, "location": src.location,
-                "entries": row.entries if row is not None else 0,
-                "last_success": row.last_success if row is not None else None,
-                "last_run": run.get("finished") or run.get("started"),
-                "last_state": "running" if state is not None and state.running
-                else run.get("state"),
-                "last_error": run.get("error"),
-                "next_run": state.next_run if state is not None else None,
-            })
-        return {"sources": listed}
-
-    async def _cmd_import(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        names = args.get("sources") or []
-        force, dry_run = bool(args.get("force")), bool(args.get("dry_run"))
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ControlError("invalid_argument", "sources must be a list of source names")
-        if args.get("all"):
-            names = [s.name for s in self.config.sources if s.enabled]
-        if not names:
-            raise ControlError("invalid_argument", "name at least one source, or all: true")
-        for name in names:
-            src = self.config.source(name)
-            if src is None:
-                known = ", ".join(s.name for s in self.config.sources) or "none"
-                raise ControlError("not_found", f"no source {name!r}; configured: {known}")
-            if not src.enabled:
-                raise ControlError("invalid_argument", f"source {name!r} is disabled")
-        results = await asyncio.gather(
-            *(self._import_now(name, force=force, dry_run=dry_run) for name in names)
-        )
-        return {"imports": results}
-
-    async def _import_now(self, name: str, *, force: bool, dry_run: bool) -> dict[str, Any]:
-        job = import_job(name)
-        # A run already under way (e.g. the timer's) is waited for, then this one runs:
-        # "import now and wait" must not fail just because the timer got there first.
-        if dry_run:
-            async with self.scheduler.exclusive(job, wait=True):
-                return (await self._run_import(name, dry_run=True)).as_dict()
-        try:
-            return await self.scheduler.run_now(
-                job, lambda: self._import_job(name, force=force, trigger="manual"), wait=True
-            )
-        except JobFailed as exc:
-            return exc.result
-
-    async def _cmd_runs(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        source = args.get("source")
-        limit = args.get("limit", 20)
-        if source is not None and not isinstance(source, str):
-            raise ControlError("invalid_argument", "source must be a name")
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10000:
-            raise ControlError("invalid_argument", "limit must be an integer from 1 to 10000")
-        return {"runs": await self.imports.runs(source, limit)}
-
-    async def _cmd_reconcile(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        jail = args.get("jail")
-        if jail is not None and not isinstance(jail, str):
-            raise ControlError("invalid_argument", "jail must be a name")
-        async with self.scheduler.exclusive(RECONCILE_JOB):
-            reports = await self.reconciler.run(jail)
-        return {"jails": [r.as_dict() for r in reports]}
-
-    async def _cmd_lookup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        ips = args.get("ips")
-        if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
-            raise ControlError("invalid_argument", 'ips must be a list of addresses')
-        try:
-            results = await self.geo.lookup(ips, banned_in=self._banned_in)
-        except ValueError as exc:
-            raise ControlError("invalid_argument", str(exc)) from None
-        return {"results": results}
-
-    async def _banned_in(self, address: str) -> list[str]:
-        """The jails bangd uses in which fail2ban has `address` banned."""
-        jails = sorted({s.jail for s in self.config.sources} | set(await self.imports.jails()))
-        found = []
-        for jail in jails:
-            result = await self.fail2ban.command(["get", jail, "banned", address])
-            if isinstance(result, list):
-                result = result[0] if result else 0
-            if result:
-                found.append(jail)
-        return found
-
-    async def _cmd_cache_stats(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        stats = await self.geo.stats()
-        stats["retention_days"] = self.config.geo.retention_days
-        stats["resolvers"] = self._resolver_names()
-        stats["error"] = self.geo_error
-        return stats
-
-    async def _cmd_cache_cleanup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        dry_run = bool(args.get("dry_run"))
-        if dry_run:
-            return await self._retention(dry_run=True)
-        return await self.scheduler.run_now(RETENTION_JOB, wait=True)
-
-    async def _cmd_metrics(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        return {"text": render_metrics(await self.metrics())}
-
-    async def metrics(self) -> list[Metric]:
-        now = self.clock()
-        health = self.monitor.health
-        rows = {row.name: row for row in await self.imports.sources()}
-        last = await self.imports.last_runs()
-        entries = Metric("bangd_source_entries", "gauge", "Entries a source has applied.")
-        success = Metric("bangd_source_last_success_timestamp_seconds", "gauge",
-                         "When a source's last completed or unchanged run ended.")
-        duration = Metric("bangd_source_last_run_duration_seconds", "gauge",
-                          "How long a source's last run took.")
-        failing = Metric("bangd_source_last_run_failed", "gauge",
-                         "1 if a source's last run failed.")
-        for src in self.config.sources:
-            row, run = rows.get(src.name), last.get(src.name)
-            labels = {"source": src.name, "jail": src.jail}
-            entries.add(row.entries if row is not None else 0, **labels)
-            if row is not None and row.last_success is not None:
-                success.add(row.last_success, **labels)
-            if run is not None and run.get("finished"):
-                duration.add(run["finished"] - run["started"], **labels)
-                failing.add(1 if run["state"] == "failed" else 0, **labels)
-        runs = Metric("bangd_import_runs_total", "counter", "Import runs by source and state.")
-        for source, state, count in await self.imports.run_counts():
-            runs.add(count, source=source, state=state)
-        return [
-            Metric("bangd_info", "gauge", "bangd's version.").add(1, version=__version__),
-            Metric("bangd_start_time_seconds", "gauge", "When bangd started.").add(
-                self.started_at
-            ),
-            Metric("bangd_uptime_seconds", "gauge", "Seconds since bangd started.").add(
-                now - self.started_at
-            ),
-            Metric("bangd_fail2ban_up", "gauge", "1 if fail2ban answers on its socket.").add(
-                1 if health.reachable else 0
-            ),
-            entries, success, duration, failing, runs,
-            *await self._geo_metrics(),
-        ]
-
-    async def _geo_metrics(self) -> list[Metric]:
-        stats = await self.geo.stats()
-        rows = Metric("bangd_geo_cache_rows", "gauge", "Geo cache rows, by negative or not.")
-        rows.add(stats["rows"] - stats["negative"], negative="false")
-        rows.add(stats["negative"], negative="true")
-        deleted = Metric("bangd_geo_retention_deleted_total", "counter",
-                         "Geo cache rows deleted by retention since bangd started.")
-        return [rows, deleted.add(self.retention_deleted)]
-
     # -- jobs -----------------------------------------------------------------------------
 
     def _settings(self) -> FilterSettings:
         return FilterSettings(self.config.allowlist, self.config.skip_reserved)
 
-    async def _run_import(
+    async def run_import(
         self, name: str, *, force: bool = False, dry_run: bool = False, trigger: str = "timer"
     ) -> ImportSummary:
         src = self.config.source(name)
@@ -496,10 +286,10 @@ class Daemon:
             src, self._settings(), force=force, dry_run=dry_run, trigger=trigger
         )
 
-    async def _import_job(
+    async def import_job(
         self, name: str, *, force: bool = False, trigger: str = "timer"
     ) -> dict[str, Any]:
-        summary = await self._run_import(name, force=force, trigger=trigger)
+        summary = await self.run_import(name, force=force, trigger=trigger)
         result: dict[str, Any] = summary.as_dict()
         self._last_import = (
             f"{name} {summary.state} +{summary.added} -{summary.removed} "
@@ -510,7 +300,7 @@ class Daemon:
             raise JobFailed(summary.error or "import failed", result)
         return result
 
-    async def _retention(self, *, dry_run: bool = False) -> dict[str, Any]:
+    async def retention(self, *, dry_run: bool = False) -> dict[str, Any]:
         result = await run_retention(
             self.geo_store, retention_days=self.config.geo.retention_days,
             clock=self.clock, dry_run=dry_run,
@@ -540,11 +330,11 @@ class Daemon:
                 self.scheduler.add(self._make_import_job(src.name, src.interval))
         self.scheduler.add(Job(RECONCILE_JOB, config.fail2ban.reconcile_interval,
                                self._reconcile_job, jitter=0.0))
-        self.scheduler.add(Job(RETENTION_JOB, config.geo.cleanup_interval, self._retention))
+        self.scheduler.add(Job(RETENTION_JOB, config.geo.cleanup_interval, self.retention))
 
     def _make_import_job(self, name: str, interval: float) -> Job:
         async def run() -> dict[str, Any]:
-            return await self._import_job(name)
+            return await self.import_job(name)
 
         return Job(import_job(name), interval, run)
 
@@ -557,7 +347,7 @@ class Daemon:
             self.scheduler.update(self._make_import_job(src.name, src.interval))
         self.scheduler.update(Job(RECONCILE_JOB, new.fail2ban.reconcile_interval,
                                   self._reconcile_job, jitter=0.0))
-        self.scheduler.update(Job(RETENTION_JOB, new.geo.cleanup_interval, self._retention))
+        self.scheduler.update(Job(RETENTION_JOB, new.geo.cleanup_interval, self.retention))
         removed = {s.name for s in old.sources} - {s.name for s in new.sources}
         if removed:
             # Withdrawing their entries is the reconcile job's first step.
@@ -596,7 +386,7 @@ class Daemon:
             self.geo_error = None
         return geo
 
-    def _resolver_names(self) -> list[str]:
+    def resolver_names(self) -> list[str]:
         geo = self.config.geo
         names = []
         if (geo.mmdb or geo.asn_mmdb) and self.geo_error is None:
