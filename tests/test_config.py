@@ -163,3 +163,29 @@ def test_check_config_prints_one_line_per_problem_and_exits_1(
         "allowlist, skip_reserved, sources, geo",
         f"{path}: log_level: expected one of debug, info, warning, error, got 'loud'",
     ]
+
+
+def test_check_config_warns_about_a_missing_list_file_but_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"sources:\n - {{name: a, path: {tmp_path}/none.txt, interval: 1h}}\n")
+    assert bangd_main(["--check-config", "-c", str(path)]) == 0
+    out = capsys.readouterr()
+    assert out.out == "ok\n"
+    assert out.err == (
+        f"{path}: warning: sources[0].path: {tmp_path}/none.txt: no such file; "
+        "the source fails until it exists\n"
+    )
+
+
+def test_check_config_warns_about_a_broken_mmdb(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bad.mmdb").write_text("nope")
+    path = tmp_path / "c.yaml"
+    path.write_text(f"geo: {{mmdb: {tmp_path}/bad.mmdb}}\n")
+    assert bangd_main(["--check-config", "-c", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}: warning: geo.mmdb: ")
+    assert err.rstrip().endswith("bangd runs without MMDB lookups until it is fixed")

@@ -1,4 +1,4 @@
-"""The real bangd killed with SIGKILL in the middle of a big import, then restarted.
+"""The real bangd stopped (SIGKILL, SIGTERM) in the middle of a big import, then restarted.
 
 The promise: afterwards the jail holds exactly the list, and no address was sent to
 fail2ban twice. fail2ban logs "already banned" at NOTICE level for a repeat ban of an
@@ -47,9 +47,12 @@ def wait_until(predicate: object, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_import_then_restart_applies_exactly_the_list_and_sends_nothing_twice(
-    workdir: str, private_fail2ban: PrivateFail2banFactory
+@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
+def test_stopped_mid_import_then_restarted_applies_exactly_the_list_and_sends_nothing_twice(
+    workdir: str, private_fail2ban: PrivateFail2banFactory, stop_signal: signal.Signals
 ) -> None:
+    """SIGKILL: bangd dies anywhere. SIGTERM: bangd must exit 0 within 10 s, leaving the run
+    `interrupted` at a safe point. Either way the restart finishes the job exactly."""
     server = private_fail2ban(jails=("bl",), loglevel="NOTICE")
     addresses = public_ipv4(ENTRIES)
     list_path = Path(workdir) / "big.txt"
@@ -65,8 +68,10 @@ def test_sigkill_mid_import_then_restart_applies_exactly_the_list_and_sends_noth
         first.start()
         first.wait_for("READY=1")
         wait_until(lambda: currently_banned(server) >= ENTRIES // 4, 120, "a quarter banned")
-        first.signal(signal.SIGKILL)
-        first.wait_exit(10)
+        first.signal(stop_signal)
+        code = first.wait_exit(10)
+        if stop_signal == signal.SIGTERM:
+            assert code == 0, first.log_text()[-2000:]
     finally:
         first.close()
     at_kill = currently_banned(server)
@@ -79,14 +84,19 @@ def test_sigkill_mid_import_then_restart_applies_exactly_the_list_and_sends_noth
         second.wait_for("READY=1")
         runs: list[dict[str, object]] = []
 
-        def completed() -> bool:
+        def finished() -> bool:
             nonlocal runs
             runs = bangctl_json(second.socket, "runs", "big")["runs"]
-            return bool(runs) and runs[0]["state"] == "completed"
+            return bool(runs) and runs[0]["state"] in ("completed", "unchanged")
 
-        wait_until(completed, 240, "the import to complete after the restart")
+        wait_until(finished, 240, "the import to finish after the restart")
         states = [r["state"] for r in reversed(runs)]
-        assert states == ["interrupted", "completed"], json.dumps(runs, indent=1)
+        if stop_signal == signal.SIGKILL:
+            assert states == ["interrupted", "completed"], json.dumps(runs, indent=1)
+        else:  # the grace period may or may not have been long enough to finish
+            assert states in (["interrupted", "completed"], ["completed", "unchanged"]), (
+                json.dumps(runs, indent=1)
+            )
     finally:
         second.signal(signal.SIGTERM)
         second.wait_exit(15)

@@ -317,3 +317,19 @@ async def test_every_run_records_the_content_hash(h: Harness) -> None:
     assert first.content_hash is not None and len(first.content_hash) == 64
     assert [r["content_hash"] for r in runs] == [first.content_hash, first.content_hash]
     assert runs[0]["raw_hash"] != runs[1]["raw_hash"]
+
+
+async def test_a_list_that_suddenly_has_no_entries_fails_and_keeps_the_bans(h: Harness) -> None:
+    await h.run(h.file_source("a", LIST_A))
+    summary = await h.run(h.file_source("a", ["<html>Service Unavailable</html>"]))
+    assert summary.state == "failed"
+    assert summary.error is not None and "no valid entries" in summary.error
+    assert "--force" in summary.error
+    assert await h.banned() == set(LIST_A)
+
+
+async def test_force_applies_a_list_that_became_empty(h: Harness) -> None:
+    await h.run(h.file_source("a", LIST_A))
+    summary = await h.run(h.file_source("a", ["# nothing listed today"]), force=True)
+    assert (summary.state, summary.removed) == ("completed", 5)
+    assert await h.banned() == set()

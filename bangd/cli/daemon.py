@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         return 1
     if args.check_config:
+        from ..preflight import warnings_for
+
+        for warning in warnings_for(config):
+            print(warning, file=sys.stderr)
         print("ok")
         return 0
     setup_logging(config.log_level)

@@ -244,6 +244,14 @@ class Importer:
                 f"max_entries {source.max_entries}; nothing applied. Raise "
                 "sources[].max_entries if the list is really that big"
             )
+        if not parsed.entries and prev is not None and prev.entries and not force:
+            # An error page served with 200, or a truncated mirror, must not lift every ban.
+            raise ImportRefused(
+                f"source {source.name}: the new list has no valid entries "
+                f"({parsed.invalid} invalid lines) but {prev.entries} are applied; nothing "
+                f"changed. If the list really is empty now: bangctl import --force "
+                f"{source.name}"
+            )
         if shortcuts and prev is not None and prev.entries_digest == parsed.digest:
             await self._unchanged(source, prev, fetched, body_digest, summary)
             return
