@@ -18,6 +18,7 @@ from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
 from .metrics import Metric
 from .metrics import render as render_metrics
 from .scheduler import JobFailed
+from .services.geo import covering_entries
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -156,15 +157,18 @@ class Commands:
         return {"results": results}
 
     async def _banned_in(self, address: str) -> list[str]:
-        """The jails bangd uses in which fail2ban has `address` banned."""
+        """The jails in which fail2ban has `address` banned, itself or through a listed
+        network containing it (fail2ban keeps a CIDR ban as one entry: asking for an
+        address inside it answers 0)."""
         configured = {s.jail for s in self.daemon.config.sources}
-        jails = sorted(configured | set(await self.daemon.imports.jails()))
+        asked = {jail: {address} for jail in configured | set(await self.daemon.imports.jails())}
+        for match in await self.daemon.geo_store.applied_matches(covering_entries(address)):
+            asked.setdefault(match.jail, {address}).add(match.entry)
         found = []
-        for jail in jails:
-            result = await self.daemon.fail2ban.command(["get", jail, "banned", address])
-            if isinstance(result, list):
-                result = result[0] if result else 0
-            if result:
+        for jail, entries in sorted(asked.items()):
+            result = await self.daemon.fail2ban.command(["get", jail, "banned", *sorted(entries)])
+            flags = result if isinstance(result, list) else [result]
+            if any(flags):
                 found.append(jail)
         return found
 

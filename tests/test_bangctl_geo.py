@@ -83,6 +83,7 @@ def test_lookup_finds_the_listed_network_containing_an_address(daemon: DaemonPro
     (result,) = bangctl_json(daemon.socket, "lookup", "45.20.3.4")["results"]
     assert result["country_code"] == "DE"
     assert result["sources"] == [{"source": "a", "jail": "bl", "entry": "45.20.0.0/16"}]
+    assert result["banned_in"] == ["bl"]
 
 
 def test_lookup_of_a_non_address_is_an_error_naming_it(daemon: DaemonProcess) -> None:

@@ -354,7 +354,7 @@ class GeoService:
         """
         covering: dict[str, list[str]] = {}
         for address in addresses:
-            for entry in _covering_entries(address):
+            for entry in covering_entries(address):
                 covering.setdefault(entry, []).append(address)
         found: dict[str, list[AppliedMatch]] = {}
         for match in await self.store.applied_matches(list(covering)):
@@ -385,7 +385,7 @@ def normalise_address(text: str) -> str:
     return str(address)
 
 
-def _covering_entries(address: str) -> list[str]:
+def covering_entries(address: str) -> list[str]:
     """`address` itself and every network containing it, in canonical text form."""
     parsed = ipaddress.ip_address(address)
     entries = [address]
