@@ -4,7 +4,8 @@ Both send the same addresses to the same private fail2ban-server (NOTICE level, 
 in batches of 1000 on one connection; the jail is emptied between rounds and the order
 alternates, so the machine's noise hits both alike. bangd's figure includes everything a
 real import does: reading the file, parsing, hashing, the SQLite bookkeeping committed
-batch by batch, and fail2ban's round trips. Also shown: re-importing the unchanged file.
+batch by batch, and fail2ban's round trips. Also shown: re-importing the unchanged file,
+and a re-import after 1% of the list was replaced (the delta: ban the new, unban the gone).
 
     .venv/bin/python bench/bench_import.py [--entries 100000] [--rounds 2]
 """
@@ -18,6 +19,7 @@ import socket
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -51,9 +53,15 @@ def bare_loop(sock_path: str, jail: str, addrs: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-async def bangd_import(
-    sock_path: str, jail: str, list_path: str, db_path: str
-) -> tuple[float, float, int]:
+@dataclass
+class BangdTimes:
+    first: float
+    unchanged: float
+    delta: float
+    added: int
+
+
+async def bangd_import(sock_path: str, jail: str, list_path: str, db_path: str) -> BangdTimes:
     db = await Database.open(db_path)
     client = Fail2banClient(sock_path, timeout=60, batch_size=BATCH)
     async with make_session() as session:
@@ -71,9 +79,19 @@ async def bangd_import(
         again = await importer.run(source, settings)
         unchanged = time.perf_counter() - t0
         assert again.state == "unchanged"
+        original = Path(list_path).read_text()
+        lines = original.splitlines()
+        changed = len(lines) // 100  # 1% of the list replaced by new addresses
+        fresh = public_ipv4(len(lines) + changed, seed=99)[-changed:]
+        Path(list_path).write_text("\n".join(lines[changed:] + fresh) + "\n")
+        t0 = time.perf_counter()
+        delta = await importer.run(source, settings)
+        delta_time = time.perf_counter() - t0
+        assert delta.state == "completed", delta.error
+        Path(list_path).write_text(original)
     await client.close()
     await db.close()
-    return first, unchanged, summary.added
+    return BangdTimes(first, unchanged, delta_time, summary.added)
 
 
 def main() -> None:
@@ -90,6 +108,7 @@ def main() -> None:
     bare_times: list[float] = []
     bangd_times: list[float] = []
     unchanged_times: list[float] = []
+    delta_times: list[float] = []
     try:
         for round_no in range(args.rounds):
             order = ["bare", "bangd"] if round_no % 2 == 0 else ["bangd", "bare"]
@@ -99,12 +118,11 @@ def main() -> None:
                     bare_times.append(bare_loop(server.socket, "bl", addrs))
                 else:
                     db_path = os.path.join(work, f"bangd-{round_no}.db")
-                    first, unchanged, added = asyncio.run(
-                        bangd_import(server.socket, "bl", list_path, db_path)
-                    )
-                    assert added == len(addrs)
-                    bangd_times.append(first)
-                    unchanged_times.append(unchanged)
+                    times = asyncio.run(bangd_import(server.socket, "bl", list_path, db_path))
+                    assert times.added == len(addrs)
+                    bangd_times.append(times.first)
+                    unchanged_times.append(times.unchanged)
+                    delta_times.append(times.delta)
     finally:
         server.stop()
     bare, bangd = min(bare_times), min(bangd_times)
@@ -115,6 +133,8 @@ def main() -> None:
     print(f"  bangd import (first run)   {bangd:7.2f} s  {n / bangd:9,.0f} IPs/s")
     print(f"  bangd / bare               {bangd / bare:7.2f}x")
     print(f"  bangd re-import, unchanged {min(unchanged_times):7.2f} s  (nothing sent)")
+    print(f"  bangd re-import, 1% changed {min(delta_times):6.2f} s  "
+          f"({n // 100:,} banned + {n // 100:,} unbanned)")
 
 
 if __name__ == "__main__":

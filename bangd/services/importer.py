@@ -412,8 +412,8 @@ class Importer:
         self, name: str, jail: str, entries: Sequence[str], banned: set[str] | None
     ) -> None:
         """Unban `removing` entries this source held, then forget them."""
-        others = await self.store.held_by_others(jail, name)
         for batch in chunked(list(entries), self.batch_size):
+            others = await self.store.held_by_others_among(jail, name, batch)
             owned = await self.store.owned_of(name, jail, batch)
             lift = [
                 e for e in batch

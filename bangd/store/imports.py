@@ -199,6 +199,21 @@ class ImportStore:
         )
         return {r["entry"]: r["owned"] for r in rows}
 
+    async def held_by_others_among(
+        self, jail: str, source: str, entries: Sequence[str]
+    ) -> set[str]:
+        """Which of `entries` another source has applied to `jail` (chunked lookups, for
+        a few removals without loading a big jail's whole entry set)."""
+        held: set[str] = set()
+        for part in chunked(entries, IN_CHUNK):
+            marks = ",".join("?" * len(part))
+            held.update(await self.db.fetchcolumn(
+                f"SELECT DISTINCT entry FROM applied WHERE jail = ? AND source != ?"
+                f" AND state != 'pending' AND entry IN ({marks})",
+                (jail, source, *part),
+            ))
+        return held
+
     async def owned_of(self, source: str, jail: str, entries: Sequence[str]) -> dict[str, int]:
         owned: dict[str, int] = {}
         for part in chunked(entries, IN_CHUNK):
