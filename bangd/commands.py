@@ -143,7 +143,7 @@ class Commands:
         if jail is not None and not isinstance(jail, str):
             raise ControlError("invalid_argument", "jail must be a name")
         async with self.daemon.scheduler.exclusive(RECONCILE_JOB):
-            reports = await self.daemon.reconciler.run(jail)
+            reports = await self.daemon.reconciler.run(jail, self.daemon.filter_settings())
         return {"jails": [r.as_dict() for r in reports]}
 
     async def _cmd_lookup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:

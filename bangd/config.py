@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -32,8 +33,9 @@ _SIZE_UNITS = {
     "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
     "g": 1024**3, "gb": 1000**3, "gib": 1024**3,
 }
-_SOURCE_NAME_RE = re.compile(r"^[a-z0-9_-]+$")
-_JAIL_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_SOURCE_NAME_RE = re.compile(r"[a-z0-9_-]+")
+_JAIL_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")  # never a leading '-': an option
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with its terminating NUL
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -121,8 +123,8 @@ def parse_duration(value: object) -> float:
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     else:
         raise ValueError("a duration: seconds as an integer, or a string like 90s, 5m, 6h, 1d")
-    if seconds <= 0:
-        raise ValueError("a duration greater than zero")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("a finite duration greater than zero")
     return seconds
 
 
@@ -237,6 +239,13 @@ def _abs_path(value: object) -> str:
     return text
 
 
+def _socket_path(value: object) -> str:
+    text = _abs_path(value)
+    if len(os.fsencode(text)) > MAX_SOCKET_PATH:
+        raise ValueError(f"a socket path of at most {MAX_SOCKET_PATH} bytes")
+    return text
+
+
 def _optional_abs_path(value: object) -> str | None:
     return None if value is None else _abs_path(value)
 
@@ -258,8 +267,8 @@ def _log_level(value: object) -> str:
 
 def _jail(value: object) -> str:
     text = _nonempty_str(value)
-    if not _JAIL_RE.match(text):
-        raise ValueError("a fail2ban jail name (letters, digits, _ . -)")
+    if not _JAIL_RE.fullmatch(text):
+        raise ValueError("a fail2ban jail name (letters, digits, _ . -; not starting with -)")
     return text
 
 
@@ -338,7 +347,7 @@ def _control(r: _Reader, value: object) -> ControlConfig:
     if data is None:
         return d
     return ControlConfig(
-        socket=r.get(data, "control", "socket", _abs_path, d.socket),
+        socket=r.get(data, "control", "socket", _socket_path, d.socket),
         mode=r.get(data, "control", "mode", _mode, d.mode),
         group=r.get(data, "control", "group", _optional_str, d.group),
         idle_timeout=r.get(data, "control", "idle_timeout", parse_duration, d.idle_timeout),
@@ -354,7 +363,7 @@ def _fail2ban(r: _Reader, value: object) -> Fail2banConfig:
     if data is None:
         return d
     return Fail2banConfig(
-        socket=r.get(data, where, "socket", _abs_path, d.socket),
+        socket=r.get(data, where, "socket", _socket_path, d.socket),
         jail=r.get(data, where, "jail", _jail, d.jail),
         timeout=r.get(data, where, "timeout", parse_duration, d.timeout),
         batch_size=r.get(data, where, "batch_size", _int_at_least(1), d.batch_size),
@@ -403,7 +412,7 @@ def _sources(r: _Reader, value: object, default_jail: str) -> tuple[SourceConfig
         if data is None:
             continue
         name = data.get("name")
-        if not isinstance(name, str) or not _SOURCE_NAME_RE.match(name):
+        if not isinstance(name, str) or not _SOURCE_NAME_RE.fullmatch(name):
             r.problem(_join(where, "name"), f"expected a name of [a-z0-9_-]+, got {name!r}")
             name = f"#{i}"
         elif name in seen:

@@ -23,7 +23,7 @@ from . import __version__
 from .commands import Commands
 from .config import Config, load_config
 from .control.server import ControlServer, claim_socket_path
-from .errors import BangdError, ConfigError, ControlError
+from .errors import BangdError, ConfigError, ControlError, Fail2banError
 from .fail2ban.client import Fail2banClient
 from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
 from .logs import set_level
@@ -73,6 +73,7 @@ class Daemon:
         self.geo_error: str | None = None
         self.retention_deleted = 0
         self._last_import: str | None = None
+        self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- collaborators, available once started ---------------------------------------------
@@ -236,6 +237,10 @@ class Daemon:
 
     async def reload(self) -> dict[str, Any]:
         """Swap in a new config if it is valid; keep the old one otherwise."""
+        async with self._reload_lock:  # SIGHUP and `bangctl reload` may arrive together
+            return await self._reload()
+
+    async def _reload(self) -> dict[str, Any]:
         try:
             new = load_config(self.config.path)
         except ConfigError as exc:
@@ -265,6 +270,11 @@ class Daemon:
             await self._close_geo()
             self._geo = self._make_geo(new)
         await self._reschedule_jobs(old, new)
+        if (old.allowlist, old.skip_reserved) != (new.allowlist, new.skip_reserved):
+            # What may be banned changed: re-apply every list now, not in hours.
+            for src in new.sources:
+                if src.enabled:
+                    self.scheduler.make_due(import_job(src.name))
         for key in restart_needed:
             log.warning("reload: %s changed; it takes effect at the next restart", key)
         log.info("reload done config=%s sources=%d", new.path, len(new.sources))
@@ -273,7 +283,7 @@ class Daemon:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def _settings(self) -> FilterSettings:
+    def filter_settings(self) -> FilterSettings:
         return FilterSettings(self.config.allowlist, self.config.skip_reserved)
 
     async def run_import(
@@ -283,7 +293,7 @@ class Daemon:
         if src is None:
             raise ControlError("not_found", f"source {name!r} is no longer configured")
         return await self.importer.run(
-            src, self._settings(), force=force, dry_run=dry_run, trigger=trigger
+            src, self.filter_settings(), force=force, dry_run=dry_run, trigger=trigger
         )
 
     async def import_job(
@@ -310,19 +320,28 @@ class Daemon:
         return result
 
     async def _reconcile_job(self) -> dict[str, Any]:
-        await self._withdraw_removed_sources()
-        reports = await self.reconciler.run()
-        errors = [r.error for r in reports if r.error]
+        errors = await self._withdraw_removed_sources()
+        await self.importer.recover_all()
+        reports = await self.reconciler.run(settings=self.filter_settings())
+        errors += [r.error for r in reports if r.error]
         result = {"jails": [r.as_dict() for r in reports]}
         if errors:
             raise JobFailed("; ".join(errors), result)
         return result
 
-    async def _withdraw_removed_sources(self) -> None:
+    async def _withdraw_removed_sources(self) -> list[str]:
+        """Withdraw sources no longer configured; one failing never stops the others."""
         configured = {s.name for s in self.config.sources}
+        errors = []
         for name in await self.imports.known_sources():
-            if name not in configured:
+            if name in configured:
+                continue
+            try:
                 await self.importer.withdraw_source(name)
+            except Fail2banError as exc:
+                log.error("source=%s withdrawal failed, retried next time: %s", name, exc)
+                errors.append(f"withdrawing {name}: {exc}")
+        return errors
 
     def _schedule_jobs(self, config: Config) -> None:
         for src in config.sources:

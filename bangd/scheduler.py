@@ -34,6 +34,7 @@ class JobFailed(Exception):
 
 FIRST_RETRY = 30.0
 MAX_JITTER = 300.0
+MAX_DOUBLINGS = 30  # 30 s * 2**30 is far past any interval; more would overflow a float
 
 
 @dataclass
@@ -80,6 +81,7 @@ class _Entry:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
+    rerun: bool = False  # make_due() arrived while running: run again right after
 
 
 class Scheduler:
@@ -154,14 +156,13 @@ class Scheduler:
         entry.wake.set()
 
     async def remove(self, name: str) -> None:
-        """Unschedule a job; a run in progress is allowed to finish first."""
+        """Unschedule a job. A timer run in progress is cancelled (jobs are cancel-safe and
+        record `interrupted`), so a reload or a stop never waits on a long import."""
         entry = self._entries.pop(name, None)
-        if entry is None:
+        if entry is None or entry.task is None:
             return
-        async with entry.lock:
-            if entry.task is not None:
-                entry.task.cancel()
-                await asyncio.gather(entry.task, return_exceptions=True)
+        entry.task.cancel()
+        await asyncio.gather(entry.task, return_exceptions=True)
 
     def names(self) -> list[str]:
         return list(self._entries)
@@ -187,9 +188,14 @@ class Scheduler:
             return await self._run(entry, func)
 
     def make_due(self, name: str) -> None:
-        """Ask for a run soon without waiting for it (e.g. after fail2ban came back)."""
+        """Ask for a run soon without waiting for it (e.g. after fail2ban came back).
+
+        If the job is running now, it runs again right after: the running one may have
+        started before whatever made this request.
+        """
         entry = self._entries.get(name)
         if entry is not None:
+            entry.rerun = entry.state.running
             entry.state.next_run = self.clock()
             entry.wake.set()
 
@@ -199,8 +205,11 @@ class Scheduler:
         entry = self._entry(name)
         if entry.lock.locked() and not wait:
             raise ControlError("busy", f"{name} is running right now; try again when it ends")
-        async with entry.lock:
-            yield
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.wake.set()  # the timer loop may be waiting for the slot
 
     def _entry(self, name: str) -> _Entry:
         entry = self._entries.get(name)
@@ -231,7 +240,8 @@ class Scheduler:
         if state.last_state in (None, "interrupted") or state.last_finished is None:
             return now
         if state.last_state == "failed" and state.failures > 0:
-            delay = min(job.interval, job.first_retry * 2.0 ** (state.failures - 1))
+            doublings = min(state.failures - 1, MAX_DOUBLINGS)
+            delay = min(job.interval, job.first_retry * 2.0**doublings)
         else:
             delay = job.interval + min(job.interval * job.jitter, MAX_JITTER) * self.rng()
         return state.last_finished + delay
@@ -247,47 +257,58 @@ class Scheduler:
                         await entry.wake.wait()
                 continue
             if entry.lock.locked():
-                # A "run now" is in progress; it reschedules when done.
+                # A "run now" or a dry run holds the slot; exclusive() wakes us after it.
                 await entry.wake.wait()
                 continue
             async with entry.lock:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception):  # _run logged it and rescheduled
                     await self._run(entry)
+            if entry.state.next_run is None or entry.state.next_run <= self.clock():
+                # Never spin: if bookkeeping failed (e.g. the disk is full), wait a retry.
+                entry.state.next_run = self.clock() + entry.job.first_retry
 
     async def _run(self, entry: _Entry, func: JobFunc | None = None) -> dict[str, Any]:
         name, state = entry.job.name, entry.state
-        started = self.clock()
         state.running = True
-        state.last_started = started
-        await self._persist(state, "running")
+        state.last_started = self.clock()
+        entry.rerun = False
         try:
+            await self._persist(state, "running")
             result = await (func or entry.job.run)()
         except asyncio.CancelledError:
-            state.running = False
-            state.last_finished = self.clock()
             state.last_error = "bangd stopped during this run"
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._persist(state, "interrupted"))
+            await self._finish(entry, "interrupted", shielded=True)
             raise
         except Exception as exc:
-            state.running = False
-            state.last_finished = self.clock()
             state.failures += 1
             state.last_error = str(exc) or type(exc).__name__
-            await self._persist(state, "failed")
-            state.next_run = self._next_run(entry)
-            entry.wake.set()
+            await self._finish(entry, "failed")
             log.error("job=%s state=failed failures=%d retry_in=%.0fs error=%s",
-                      name, state.failures, state.next_run - self.clock(), state.last_error)
+                      name, state.failures, (state.next_run or 0) - self.clock(),
+                      state.last_error)
             raise
-        state.running = False
-        state.last_finished = self.clock()
         state.failures = 0
         state.last_error = None
-        await self._persist(state, "ok")
-        state.next_run = self._next_run(entry)
-        entry.wake.set()
+        await self._finish(entry, "ok")
         return result
+
+    async def _finish(self, entry: _Entry, outcome: str, *, shielded: bool = False) -> None:
+        """Record how a run ended and schedule the next, even if recording fails."""
+        state = entry.state
+        state.running = False
+        state.last_finished = self.clock()
+        state.last_state = outcome
+        try:
+            if shielded:
+                await asyncio.shield(self._persist(state, outcome))
+            else:
+                await self._persist(state, outcome)
+        except Exception:
+            log.exception("job=%s: recording its state failed", entry.job.name)
+        finally:
+            state.next_run = self.clock() if entry.rerun else self._next_run(entry)
+            entry.rerun = False
+            entry.wake.set()
 
     async def _persist(self, state: JobState, job_state: str) -> None:
         state.last_state = job_state

@@ -189,3 +189,20 @@ def test_check_config_warns_about_a_broken_mmdb(
     err = capsys.readouterr().err
     assert err.startswith(f"{path}: warning: geo.mmdb: ")
     assert err.rstrip().endswith("bangd runs without MMDB lookups until it is fixed")
+
+
+@pytest.mark.parametrize("text", [".nan", ".inf", "-.inf"])
+def test_non_finite_durations_are_refused(text: str) -> None:
+    (problem,) = problems_of(f"fail2ban: {{timeout: {text}}}\n")
+    assert "fail2ban.timeout: expected a finite duration greater than zero" in problem
+
+
+def test_a_socket_path_too_long_for_af_unix_is_refused() -> None:
+    (problem,) = problems_of(f"control: {{socket: /{'x' * 120}.sock}}\n")
+    assert "control.socket: expected a socket path of at most 107 bytes" in problem
+
+
+@pytest.mark.parametrize("jail", ["-all", "bl\\n", "a b"])
+def test_jail_names_that_fail2ban_would_misread_are_refused(jail: str) -> None:
+    (problem,) = problems_of(f'fail2ban: {{jail: "{jail}"}}\n')
+    assert "fail2ban.jail: expected a fail2ban jail name" in problem

@@ -213,3 +213,10 @@ def test_blocking_client_says_how_to_check_the_service_when_nothing_listens(
 ) -> None:
     with pytest.raises(DaemonUnreachable, match=r"is the service running\? \(systemctl status"):
         ControlClient(sock_path).call("status")
+
+
+async def test_deeply_nested_json_is_bad_request(server: tuple[ControlServer, Recorder]) -> None:
+    conn = await connect(server[0].path)
+    reply = await ask(conn, b"[" * 30000 + b"]" * 30000 + b"\n")
+    assert reply["error"] == {"code": "bad_request", "message": "JSON nested too deeply"}
+    assert (await ask(conn, b'{"id": 2, "command": "echo"}\n'))["ok"] is True

@@ -211,3 +211,17 @@ def test_error_string_reply_means_fail2ban_could_not_read_the_command() -> None:
 def test_undecodable_or_misshapen_replies_are_protocol_errors(data: bytes) -> None:
     with pytest.raises(Fail2banProtocolError):
         decode_reply(data)
+
+
+def test_a_reply_that_copies_one_container_over_and_over_is_refused() -> None:
+    # 32 KB of pickle: a memoised 10,000-element list, then list() applied to it 2000
+    # times: 20M copied elements unless the unpickler budgets what constructors build.
+    payload = (
+        b"\x80\x02K\x00"  # protocol 2; the reply code 0
+        + b"(" + b"K\x01" * 10_000 + b"l\x94"  # the big list, memoised as 0
+        + b"c__builtin__\nlist\n\x94"  # the list constructor, memoised as 1
+        + b"(" + b"h\x01h\x00\x85R" * 2000 + b"l"  # [list(big), list(big), ...]
+        + b"\x86."
+    )
+    with pytest.raises(Fail2banProtocolError, match="far more than its size allows"):
+        decode_reply(payload)

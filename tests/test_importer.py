@@ -333,3 +333,52 @@ async def test_force_applies_a_list_that_became_empty(h: Harness) -> None:
     summary = await h.run(h.file_source("a", ["# nothing listed today"]), force=True)
     assert (summary.state, summary.removed) == ("completed", 5)
     assert await h.banned() == set()
+
+
+async def test_moving_to_a_jail_fail2ban_lacks_fails_and_keeps_the_old_bans(h: Harness) -> None:
+    await h.run(h.file_source("a", ["203.0.113.1"]))
+    summary = await h.run(h.file_source("a", ["203.0.113.1"], jail="nosuchjail"))
+    assert summary.state == "failed"
+    assert summary.error is not None and "nosuchjail" in summary.error
+    assert await h.banned() == {"203.0.113.1"}
+    assert await h.store.entries_of("a", "bl") == {"203.0.113.1"}
+
+
+async def test_withdrawing_from_a_jail_that_was_deleted_forgets_its_entries(
+    h: Harness,
+) -> None:
+    await h.store.insert_entries("gone", "deletedjail", [("203.0.113.1", "applied", 1)], None)
+    assert await h.importer.withdraw_source("gone") == 1
+    assert await h.store.jails_of("gone") == []
+
+
+async def test_a_crashed_runs_rows_are_settled_even_when_the_next_fetch_fails(
+    h: Harness,
+) -> None:
+    await h.store.insert_entries("a", "bl", [("203.0.113.1", "pending", 1)], None)
+    await h.f2b.ban("bl", ["203.0.113.1"])
+    missing = SourceConfig(name="a", jail="bl", interval=3600, path=str(h.tmp / "none.txt"))
+    summary = await h.run(missing)
+    assert summary.state == "failed"
+    assert await h.store.unfinished("a") == []
+    assert await h.store.entries_of("a", "bl") == {"203.0.113.1"}
+
+
+async def test_reconcile_does_not_reban_what_the_allowlist_now_covers(h: Harness) -> None:
+    await h.run(h.file_source("a", ["203.0.113.1", "203.0.113.2"]))
+    await h.f2b.unban("bl", ["203.0.113.1", "203.0.113.2"])
+    settings = FilterSettings(
+        allowlist=(ipaddress.ip_network("203.0.113.1/32"),), skip_reserved=False
+    )
+    (report,) = await h.reconciler.run("bl", settings)
+    assert (report.missing, report.rebanned) == (1, 1)
+    assert await h.banned() == {"203.0.113.2"}
+
+
+async def test_recover_all_settles_every_source(h: Harness) -> None:
+    await h.store.insert_entries("a", "bl", [("203.0.113.1", "pending", 1)], None)
+    await h.store.insert_entries("b", "bl", [("203.0.113.2", "pending", 1)], None)
+    await h.f2b.ban("bl", ["203.0.113.2"])
+    await h.importer.recover_all()
+    assert await h.store.entries_of("a", "bl") == set()
+    assert await h.store.entries_of("b", "bl") == {"203.0.113.2"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -196,3 +197,71 @@ async def test_run_now_with_wait_runs_after_the_current_run_ends(db: Database) -
     job.release.set()
     assert await first == {"runs": 1}
     assert await second == {"runs": 2}
+
+
+async def test_a_job_that_came_due_while_its_slot_was_held_runs_when_released(
+    db: Database,
+) -> None:
+    clock = Clock()
+    sched = Scheduler(db, clock=clock)
+    job = Counter()
+    sched.add(Job("j", 3600, job))
+    async with sched.exclusive("j"):  # e.g. a dry run
+        await sched.start()
+        await asyncio.sleep(0.05)  # the timer finds the slot taken
+        assert job.runs == 0
+    await asyncio.wait_for(job.ran.wait(), 5)
+    await sched.stop()
+
+
+async def test_backoff_does_not_overflow_after_thousands_of_failures(db: Database) -> None:
+    await db.execute(
+        "INSERT INTO job_state (name, last_finished, last_state, failures)"
+        " VALUES ('j', 1000, 'failed', 5000)"
+    )
+    clock = Clock()
+    sched = Scheduler(db, clock=clock)
+    await sched.start()
+    sched.add(Job("j", 60, Counter()))
+    state = sched.state("j")
+    assert state is not None and state.next_run == 1000 + 60
+
+
+async def test_make_due_during_a_run_runs_the_job_again_right_after(db: Database) -> None:
+    sched = Scheduler(db)
+    job = Counter()
+    job.release = asyncio.Event()
+    sched.add(Job("j", 3600, job))
+    first = asyncio.create_task(sched.run_now("j"))
+    await asyncio.wait_for(job.ran.wait(), 5)
+    sched.make_due("j")
+    job.release.set()
+    await first
+    state = sched.state("j")
+    assert state is not None and state.next_run is not None
+    assert state.next_run <= time.time()
+
+
+async def test_remove_cancels_a_running_job_without_waiting_for_it(db: Database) -> None:
+    sched = Scheduler(db)
+    job = Counter()
+    job.release = asyncio.Event()  # never set
+    sched.add(Job("j", 3600, job))
+    await sched.start()
+    await asyncio.wait_for(job.ran.wait(), 5)
+    await asyncio.wait_for(sched.remove("j"), 5)
+    row = await db.fetchone("SELECT last_state FROM job_state WHERE name = 'j'")
+    assert row is not None and row["last_state"] == "interrupted"
+
+
+async def test_a_failure_to_record_state_does_not_make_the_job_spin(db: Database) -> None:
+    sched = Scheduler(db)
+    await sched.start()
+    await db.execute("DROP TABLE job_state")  # from now on every record fails
+    sched.add(Job("j", 3600, Counter()))
+    await asyncio.sleep(0.2)
+    await sched.stop()
+    state = sched.state("j")
+    assert state is not None
+    assert (state.last_state, state.failures) == ("failed", 1)
+    assert state.next_run is not None and state.next_run > time.time()

@@ -199,13 +199,20 @@ class ControlServer:
                 return
             response = await self._respond(line, peer)
             writer.write(encode(response))
-            await writer.drain()
+            try:
+                async with asyncio.timeout(self.idle_timeout):
+                    await writer.drain()  # a client that never reads is dropped
+            except TimeoutError:
+                log.debug("control client stopped reading, dropped %s", peer)
+                return
 
     async def _respond(self, line: bytes, peer: Peer) -> dict[str, Any]:
         try:
             request = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             return error_response(None, "bad_request", f"not JSON: {exc}")
+        except RecursionError:
+            return error_response(None, "bad_request", "JSON nested too deeply")
         if not isinstance(request, dict):
             return error_response(None, "bad_request", "a request is a JSON object")
         request_id = request.get("id")

@@ -14,7 +14,7 @@ import io
 import pickle
 import re
 import reprlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from typing import Any, Final
 
 from bangd.errors import Fail2banProtocolError
@@ -49,6 +49,8 @@ _ALLOWED_BUILTINS: Final[dict[str, Callable[..., object]]] = {
 _EXCEPTION_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:Exception|Error|Warning)")
 _MODULE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _MAX_MESSAGE: Final = 1000
+_BUDGET_PER_BYTE: Final = 4  # elements container constructors may copy per reply byte
+_BUDGET_BASE: Final = 1024
 _SHORT_REPR: Final = reprlib.Repr()
 
 
@@ -108,13 +110,22 @@ def _remote_error_factory(qualified_name: str) -> Callable[..., RemoteError]:
 
 
 class _ReplyUnpickler(pickle.Unpickler):
-    """Resolves globals from a fixed table only; never imports, never looks up attributes."""
+    """Resolves globals from a fixed table only; never imports, never looks up attributes.
+
+    Container constructors draw on a budget proportional to the reply's size: calling
+    list() again and again on one memoised list would otherwise turn a few KB of reply
+    into gigabytes of copies.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self._budget = _BUDGET_PER_BYTE * len(data) + _BUDGET_BASE
 
     def find_class(self, module: str, name: str) -> Any:
         # Protocol 2 pickles made by Python 3 still name the module by its Python 2 name.
         module = "builtins" if module == "__builtin__" else module
         if module == "builtins" and name in _ALLOWED_BUILTINS:
-            return _ALLOWED_BUILTINS[name]
+            return self._budgeted(_ALLOWED_BUILTINS[name])
         if module == "builtins" and _is_builtin_exception(name):
             return _remote_error_factory(name)
         if (
@@ -127,6 +138,18 @@ class _ReplyUnpickler(pickle.Unpickler):
             f"fail2ban's reply asks for {module}.{name}, which bangd never unpickles: "
             "check who owns the fail2ban socket"
         )
+
+    def _budgeted(self, build: Callable[..., object]) -> Callable[..., object]:
+        def charged(*args: object) -> object:
+            for arg in args:
+                self._budget -= len(arg) if isinstance(arg, Sized) else 1
+            if self._budget < 0:
+                raise Fail2banProtocolError(
+                    "fail2ban's reply builds far more than its size allows; refused"
+                )
+            return build(*args)
+
+        return charged
 
     def persistent_load(self, pid: Any) -> Any:
         raise Fail2banProtocolError("fail2ban's reply uses persistent ids, which bangd refuses")
@@ -153,7 +176,7 @@ def encode_command(cmd: Sequence[str]) -> bytes:
 def decode_reply(data: bytes) -> tuple[int, object]:
     """Decode one reply (without END) into (code, result); 1 means result is a RemoteError."""
     try:
-        reply = _ReplyUnpickler(io.BytesIO(data)).load()
+        reply = _ReplyUnpickler(data).load()
     except Fail2banProtocolError:
         raise
     except Exception as exc:

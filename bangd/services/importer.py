@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..config import IPNetwork, SourceConfig
-from ..errors import BangdError, Fail2banError, FetchError
+from ..errors import BangdError, Fail2banError, FetchError, UnknownJail
 from ..sources.fetch import Fetched
 from ..sources.parse import ParsedList, parse_blocklist, raw_digest
 from ..store.imports import ImportStore, SourceRow, chunked
@@ -207,6 +207,11 @@ class Importer:
         prev = await self.store.source(source.name)
         settings_digest = settings.digest(source.jail)
         unfinished = await self.store.unfinished(source.name)
+        if unfinished and not summary.dry_run:
+            # Settle a crashed run first, whatever this run then finds: rows left pending
+            # would hide the entry from other sources and from reconciliation.
+            async with self.apply_lock:
+                await self._recover(source.name, unfinished)
         shortcuts = (
             not force
             and not unfinished
@@ -259,7 +264,6 @@ class Importer:
             await self._plan(source, parsed, summary)
             return
         async with self.apply_lock:
-            await self._recover(source.name, unfinished)
             newly_banned = await self._apply(source, parsed.entries, summary)
             if force:
                 summary.sent += await self._reapply_missing(source, summary.run_id)
@@ -316,7 +320,7 @@ class Importer:
         for jail, entry, state in unfinished:
             by_jail.setdefault(jail, []).append((entry, state))
         for jail, rows in by_jail.items():
-            banned = set(await self.fail2ban.banned(jail))
+            banned = await self._banned_or_gone(jail)
             arrived = [e for e, s in rows if s == "pending" and e in banned]
             lost = [e for e, s in rows if s == "pending" and e not in banned]
             removing = [e for e, s in rows if s == "removing"]
@@ -335,14 +339,16 @@ class Importer:
         self, source: SourceConfig, desired: frozenset[str], summary: ImportSummary
     ) -> list[str]:
         name, jail = source.name, source.jail
+        current = await self.store.entries_of(name, jail)
+        to_add, to_remove = await asyncio.to_thread(_delta, desired, current)
+        # New bans first: if the jail is missing (UnknownJail) nothing has been lifted yet,
+        # and a source moving to another jail is never left with no bans at all.
+        if to_add:
+            summary.sent = await self._add(name, jail, to_add, summary.run_id)
         for old_jail in await self.store.jails_of(name):
             if old_jail != jail:
                 old = list(await self.store.entries_of(name, old_jail))
                 summary.removed += await self._remove(name, old_jail, old)
-        current = await self.store.entries_of(name, jail)
-        to_add, to_remove = await asyncio.to_thread(_delta, desired, current)
-        if to_add:
-            summary.sent = await self._add(name, jail, to_add, summary.run_id)
         if to_remove:
             summary.removed += await self._remove(name, jail, to_remove)
         summary.added = len(to_add)
@@ -354,8 +360,9 @@ class Importer:
         banned = set(await self.fail2ban.banned(source.jail))
         missing = list(current - banned)
         for batch in chunked(missing, self.batch_size):
-            await self.fail2ban.ban(source.jail, batch)
+            # Owned first: a crash after the ban must not leave bangd's ban marked foreign.
             await self.store.set_owned(source.jail, batch)
+            await self.fail2ban.ban(source.jail, batch)
         if missing:
             log.warning("source=%s jail=%s re-banned %d entries fail2ban had lost",
                         source.name, source.jail, len(missing))
@@ -420,8 +427,25 @@ class Importer:
                 if owned.get(e) and e not in others and (banned is None or e in banned)
             ]
             if lift:
-                await self.fail2ban.unban(jail, lift)
+                try:
+                    await self.fail2ban.unban(jail, lift)
+                except UnknownJail:
+                    log.warning("source=%s jail=%s no longer exists in fail2ban; forgetting "
+                                "its %d entries there", name, jail, len(entries))
             await self.store.delete_entries(name, jail, batch)
+
+    async def _banned_or_gone(self, jail: str) -> set[str]:
+        """What fail2ban holds in `jail`; nothing if the jail was deleted."""
+        try:
+            return set(await self.fail2ban.banned(jail))
+        except UnknownJail:
+            return set()
+
+    async def recover_all(self) -> None:
+        """Settle every source's half-done rows (after a crash), e.g. before reconciling."""
+        for name in await self.store.sources_with_unfinished():
+            async with self.apply_lock:
+                await self._recover(name, await self.store.unfinished(name))
 
     async def withdraw_source(self, name: str) -> int:
         """A source left the config: unban what only it listed, and forget it."""

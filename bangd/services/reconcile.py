@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import Fail2banError
+from ..sources.parse import parse_blocklist
 from ..store.imports import ImportStore, chunked
+from .importer import FilterSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +55,19 @@ class Reconciler:
         self.batch_size = batch_size
         self.apply_lock = apply_lock if apply_lock is not None else asyncio.Lock()
 
-    async def run(self, jail: str | None = None) -> list[JailReport]:
+    async def run(
+        self, jail: str | None = None, settings: FilterSettings | None = None
+    ) -> list[JailReport]:
+        """Re-ban what is missing. With `settings`, an entry the allowlist or
+        skip_reserved now excludes is not re-banned, even before its source re-imports."""
         jails = [jail] if jail is not None else await self.store.jails()
         reports = []
         async with self.apply_lock:
             for name in jails:
-                reports.append(await self._jail(name))
+                reports.append(await self._jail(name, settings))
         return reports
 
-    async def _jail(self, jail: str) -> JailReport:
+    async def _jail(self, jail: str, settings: FilterSettings | None) -> JailReport:
         report = JailReport(jail)
         t0 = time.monotonic()
         expected = await self.store.expected(jail)
@@ -71,12 +77,15 @@ class Reconciler:
         try:
             banned = set(await self.fail2ban.banned(jail))
             missing = list(expected - banned)
+            if settings is not None and missing:
+                missing = await asyncio.to_thread(_still_wanted, missing, settings)
             report.missing = len(missing)
             report.present = report.expected - report.missing
             for batch in chunked(missing, self.batch_size):
-                await self.fail2ban.ban(jail, batch)
-                # bangd's ban now made these entries: it may lift them later.
+                # bangd's ban makes these entries: it may lift them later. Marked first, so
+                # a crash after the ban cannot leave them looking like someone else's.
                 await self.store.set_owned(jail, batch)
+                await self.fail2ban.ban(jail, batch)
                 report.rebanned += len(batch)
         except Fail2banError as exc:
             report.error = str(exc)
@@ -87,3 +96,12 @@ class Reconciler:
             time.monotonic() - t0, f" error={report.error}" if report.error else "",
         )
         return report
+
+
+def _still_wanted(entries: list[str], settings: FilterSettings) -> list[str]:
+    """The entries the current allowlist and skip_reserved still let through."""
+    kept = parse_blocklist(
+        "\n".join(entries).encode(), allowlist=settings.allowlist,
+        skip_reserved=settings.skip_reserved,
+    ).entries
+    return [e for e in entries if e in kept]

@@ -182,6 +182,11 @@ class ImportStore:
             "SELECT DISTINCT jail FROM applied WHERE source = ?", (source,)
         )]
 
+    async def sources_with_unfinished(self) -> list[str]:
+        return [str(n) for n in await self.db.fetchcolumn(
+            "SELECT DISTINCT source FROM applied WHERE state != 'applied'"
+        )]
+
     async def unfinished(self, source: str) -> list[tuple[str, str, str]]:
         """(jail, entry, state) rows a crash left `pending` or `removing`."""
         rows = await self.db.fetchall(
