@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .control.server import Handler, Peer
-from .errors import ConfigError, ControlError
+from .errors import ConfigError, ControlError, Fail2banError
 from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
 from .metrics import Metric
 from .metrics import render as render_metrics
@@ -69,9 +69,28 @@ class Commands:
             },
             "fail2ban": {"socket": config.fail2ban.socket, **self.daemon.monitor.health.as_dict()},
             "sources": (await self._cmd_sources(args, peer))["sources"],
+            "jails": await self._jail_counts(),
             "timers": [s.as_dict() for s in self.daemon.scheduler.states()],
             "geo": {"resolvers": self.daemon.resolver_names(), "error": self.daemon.geo_error},
         }
+
+    async def _jail_counts(self) -> list[dict[str, Any]]:
+        """fail2ban's own counts for the jails bangd uses (`status JAIL short` is cheap)."""
+        if not self.daemon.monitor.health.reachable:
+            return []
+        jails = sorted({s.jail for s in self.daemon.config.sources}
+                       | set(await self.daemon.imports.jails()))
+        counts: list[dict[str, Any]] = []
+        for jail in jails:
+            try:
+                status = await self.daemon.fail2ban.jail_status(jail)
+            except Fail2banError as exc:
+                counts.append({"jail": jail, "currently_banned": None, "total_banned": None,
+                               "error": str(exc)})
+            else:
+                counts.append({"jail": jail, "currently_banned": status.currently_banned,
+                               "total_banned": status.total_banned, "error": None})
+        return counts
 
     async def _cmd_sources(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         rows = {row.name: row for row in await self.daemon.imports.sources()}
@@ -224,8 +243,18 @@ class Commands:
                 1 if health.reachable else 0
             ),
             entries, success, duration, failing, runs,
+            self._jail_metric(await self._jail_counts()),
             *await self._geo_metrics(),
         ]
+
+    @staticmethod
+    def _jail_metric(counts: list[dict[str, Any]]) -> Metric:
+        metric = Metric("bangd_fail2ban_jail_banned", "gauge",
+                        "Addresses fail2ban currently holds in the jails bangd uses.")
+        for jail in counts:
+            if jail["currently_banned"] is not None:
+                metric.add(jail["currently_banned"], jail=jail["jail"])
+        return metric
 
     async def _geo_metrics(self) -> list[Metric]:
         stats = await self.daemon.geo.stats()

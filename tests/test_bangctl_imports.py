@@ -168,3 +168,19 @@ def test_tables_fit_an_80_column_terminal(daemon: DaemonProcess) -> None:
     for command in (["status"], ["sources"], ["runs"], ["import", "a", "b"], ["reconcile"]):
         out = bangctl(daemon.socket, *command).stdout
         assert max(len(line) for line in out.splitlines()) <= 80, (command, out)
+
+
+def test_status_shows_fail2ban_s_own_counts_for_the_jail(daemon: DaemonProcess) -> None:
+    status = bangctl_json(daemon.socket, "status")
+    (jail,) = status["jails"]
+    assert (jail["jail"], jail["currently_banned"], jail["error"]) == ("bl", 3, None)
+    assert "jail      bl: 3 banned now" in bangctl(daemon.socket, "status").stdout
+    assert 'bangd_fail2ban_jail_banned{jail="bl"} 3' in bangctl(daemon.socket, "metrics").stdout
+
+
+def test_read_only_commands_log_at_debug_and_changes_at_info(daemon: DaemonProcess) -> None:
+    bangctl(daemon.socket, "status")
+    bangctl(daemon.socket, "reconcile")
+    log = daemon.log_text()
+    assert " DEBUG   bangd.control.server: control command=status " in log
+    assert " INFO    bangd.control.server: control command=reconcile " in log

@@ -182,6 +182,12 @@ def format_status(result: dict[str, Any]) -> str:
         f"database  {db.get('path')} (schema {db.get('schema_version')})",
         f"fail2ban  {f2b_text}",
     ]
+    for jail in result.get("jails", []):
+        if jail.get("error"):
+            lines.append(f"jail      {jail['jail']}: {jail['error']}")
+        else:
+            lines.append(f"jail      {jail['jail']}: {jail['currently_banned']} banned now, "
+                         f"{jail['total_banned']} since fail2ban started")
     sources = result.get("sources", [])
     lines.append(f"sources   {len(sources)}")
     for src in sources:

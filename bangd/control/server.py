@@ -41,6 +41,10 @@ class Peer:
 
 Handler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
 
+READ_ONLY_COMMANDS = frozenset(
+    {"status", "version", "sources", "runs", "lookup", "cache_stats", "metrics"}
+)
+
 
 class SocketInUse(BangdError):
     """Another live process already answers on the control socket."""
@@ -231,7 +235,10 @@ class ControlServer:
             return error_response(
                 request_id, "unknown_command", f"unknown command {command!r}; known: {known}"
             )
-        log.info("control command=%s %s", command, peer)
+        # Commands that change something are worth an info line; reads (a metrics timer
+        # polls every minute) only at debug.
+        level = logging.DEBUG if command in READ_ONLY_COMMANDS else logging.INFO
+        log.log(level, "control command=%s %s", command, peer)
         try:
             result = await handler(args, peer)
         except ControlError as exc:
