@@ -11,12 +11,6 @@ from typing import Any
 
 MAX_LINE = 64 * 1024
 
-ERROR_CODES = frozenset(
-    {"bad_request", "unknown_command", "invalid_argument", "not_found", "busy", "internal",
-     "unavailable"}
-)
-
-
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
