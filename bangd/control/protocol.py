@@ -11,6 +11,7 @@ from typing import Any
 
 MAX_LINE = 64 * 1024
 
+
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
