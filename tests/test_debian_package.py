@@ -36,6 +36,9 @@ PACKAGE = "bangd"
 BANGD = "/usr/bin/bangd"
 BANGCTL = "/usr/bin/bangctl"
 UNIT = "/lib/systemd/system/bangd.service"
+METRICS_UNITS = ("/lib/systemd/system/bangd-metrics.service",
+                 "/lib/systemd/system/bangd-metrics.timer")
+TIMER_LINK = "/etc/systemd/system/timers.target.wants/bangd-metrics.timer"
 CONFFILE = "/etc/bangd/config.yaml"
 MODULE_DIR = "/usr/lib/python3/dist-packages/bangd"
 STATE_DIR = "/var/lib/bangd"
@@ -212,7 +215,13 @@ def test_package_depends_on_debian_12_packages(deb: Path) -> None:
 
 def test_package_installs_commands_unit_config_and_man_pages(installed: Path) -> None:
     files = set(run("dpkg", "-L", PACKAGE).split())
-    assert {BANGD, BANGCTL, UNIT, CONFFILE, f"{MODULE_DIR}/__init__.py", *MAN_PAGES} <= files
+    assert {BANGD, BANGCTL, UNIT, CONFFILE, f"{MODULE_DIR}/__init__.py", *MAN_PAGES,
+            *METRICS_UNITS} <= files
+
+
+def test_the_metrics_timer_is_installed_but_not_enabled(installed: Path) -> None:
+    assert os.path.lexists(WANTS_LINK)
+    assert not os.path.lexists(TIMER_LINK)
 
 
 def test_config_is_a_conffile_made_from_the_example(installed: Path) -> None:
@@ -262,5 +271,6 @@ def test_purge_leaves_nothing_behind(installed: Path) -> None:
     purge()
     assert package_status() in ("", "unknown ok not-installed"), "not purged: config left"
     left = [path for path in (BANGD, BANGCTL, UNIT, CONFFILE, "/etc/bangd", MODULE_DIR,
-                              STATE_DIR, WANTS_LINK, *MAN_PAGES) if os.path.lexists(path)]
+                              STATE_DIR, WANTS_LINK, *MAN_PAGES, *METRICS_UNITS, TIMER_LINK)
+            if os.path.lexists(path)]
     assert left == []

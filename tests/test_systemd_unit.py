@@ -158,3 +158,25 @@ def test_runtime_directory_lets_the_control_group_reach_the_socket(
     """control.group members need to traverse /run/bangd; the socket's own mode guards it."""
     mode = int(settings[("Service", "RuntimeDirectoryMode")][0], 8)
     assert mode & 0o005 == 0o005
+
+
+METRICS_UNITS = (REPO / "systemd" / "bangd-metrics.service",
+                 REPO / "systemd" / "bangd-metrics.timer")
+
+
+def test_systemd_analyze_verify_accepts_the_metrics_timer_and_service() -> None:
+    done = systemd_analyze("verify", "--man=no", *(str(u) for u in METRICS_UNITS))
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+def test_metrics_service_exposure_is_at_most_3_0() -> None:
+    done = systemd_analyze("security", "--offline=true", "--no-pager", str(METRICS_UNITS[0]))
+    found = OVERALL_EXPOSURE.search(done.stdout)
+    assert found and float(found.group(1)) <= MAX_EXPOSURE, done.stdout
+
+
+def test_metrics_service_writes_atomically_into_the_textfile_directory() -> None:
+    settings = unit_settings(METRICS_UNITS[0].read_text())
+    (command,) = settings[("Service", "ExecStart")]
+    assert "/usr/bin/bangctl metrics > /var/lib/prometheus/node-exporter/bangd.prom.tmp" in command
+    assert command.rstrip("'").endswith("/var/lib/prometheus/node-exporter/bangd.prom")
