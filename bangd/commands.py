@@ -71,7 +71,7 @@ class Commands:
             "sources": (await self._cmd_sources(args, peer))["sources"],
             "jails": await self._jail_counts(),
             "timers": [s.as_dict() for s in self.daemon.scheduler.states()],
-            "geo": {"resolvers": self.daemon.resolver_names(), "error": self.daemon.geo_error},
+            "geo": {"resolvers": self.daemon.resolver_names(), "error": self.daemon.geo_problem},
         }
 
     async def _jail_counts(self) -> list[dict[str, Any]]:
@@ -181,7 +181,8 @@ class Commands:
         address inside it answers 0)."""
         configured = {s.jail for s in self.daemon.config.sources}
         asked = {jail: {address} for jail in configured | set(await self.daemon.imports.jails())}
-        for match in await self.daemon.geo_store.applied_matches(covering_entries(address)):
+        covering = await asyncio.to_thread(covering_entries, address)
+        for match in await self.daemon.geo_store.applied_matches(covering):
             asked.setdefault(match.jail, {address}).add(match.entry)
         found = []
         for jail, entries in sorted(asked.items()):
@@ -195,7 +196,7 @@ class Commands:
         stats = await self.daemon.geo.stats()
         stats["retention_days"] = self.daemon.config.geo.retention_days
         stats["resolvers"] = self.daemon.resolver_names()
-        stats["error"] = self.daemon.geo_error
+        stats["error"] = self.daemon.geo_problem
         return stats
 
     async def _cmd_cache_cleanup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -21,15 +20,17 @@ import aiohttp
 
 from . import __version__
 from .commands import Commands
-from .config import Config, load_config
+from .config import Config, IpApiConfig, load_config
 from .control.server import ControlServer, claim_socket_path
 from .errors import BangdError, ConfigError, ControlError, Fail2banError
 from .fail2ban.client import Fail2banClient
+from .geo.ipapi import IpApiClient
+from .geo.mmdb import MmdbResolver
 from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
 from .logs import set_level
 from .notify import Notifier, SystemdNotifier, watchdog_interval
 from .scheduler import Job, JobFailed, Scheduler
-from .services.geo import GeoService, build_geo_service
+from .services.geo import GeoService
 from .services.health import Fail2banHealth, Fail2banMonitor
 from .services.importer import FilterSettings, Importer, ImportSummary
 from .services.reconcile import Reconciler
@@ -42,6 +43,19 @@ from .store.imports import ImportStore
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 7.0  # running work gets this long to reach a safe point; the unit allows 10 s
+GEO_DRAIN = 1.0  # background geo warming gets this long to finish before a reload/stop
+
+
+def _file_identities(*paths: str | None) -> tuple[tuple[int, int, int] | None, ...]:
+    """(inode, size, mtime) per file, to notice a database replaced under the same path."""
+    identities: list[tuple[int, int, int] | None] = []
+    for path in paths:
+        try:
+            st = os.stat(path) if path is not None else None
+        except OSError:
+            st = None
+        identities.append((st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None)
+    return tuple(identities)
 
 
 class Daemon:
@@ -70,6 +84,9 @@ class Daemon:
         self._geo_store: GeoCacheStore | None = None
         self._geo: GeoService | None = None
         self._geo_session: aiohttp.ClientSession | None = None
+        self._ipapi: IpApiClient | None = None
+        self._ipapi_config: IpApiConfig | None = None
+        self._mmdb_files: tuple[tuple[int, int, int] | None, ...] = ()
         self.geo_error: str | None = None
         self.retention_deleted = 0
         self._last_import: str | None = None
@@ -266,7 +283,7 @@ class Daemon:
             self.importer.fail2ban = self.reconciler.fail2ban = self._fail2ban
             self.importer.batch_size = self.reconciler.batch_size = new.fail2ban.batch_size
             self.monitor.poke()
-        if new.geo != old.geo:
+        if self._geo_needs_rebuild(old, new):
             await self._close_geo()
             self._geo = self._make_geo(new)
         await self._reschedule_jobs(old, new)
@@ -392,18 +409,51 @@ class Daemon:
     def _make_geo(self, config: Config) -> GeoService:
         """The geo service; a broken MMDB is logged and geo runs without it, because
         losing geolocation must never stop blocklist imports."""
+        geo_config = config.geo
+        if self._ipapi is None or self._ipapi_config != geo_config.ip_api:
+            # One client for the daemon's life: its rate-limit bookkeeping must survive
+            # reloads, or a new client would spend a budget the old one already used.
+            self._ipapi_config = geo_config.ip_api
+            self._ipapi = (
+                IpApiClient(self._geo_session, geo_config.ip_api.url,
+                            timeout=geo_config.ip_api.timeout)
+                if geo_config.ip_api.enabled and self._geo_session is not None else None
+            )
+        mmdb = None
+        self._mmdb_files = _file_identities(geo_config.mmdb, geo_config.asn_mmdb)
         try:
-            geo = build_geo_service(config.geo, self.geo_store, self._geo_session, self.clock)
+            if geo_config.mmdb is not None or geo_config.asn_mmdb is not None:
+                mmdb = MmdbResolver(geo_config.mmdb, geo_config.asn_mmdb)
         except BangdError as exc:
             self.geo_error = str(exc)
             log.error("geo: %s; running without MMDB lookups until fixed and reloaded", exc)
-            geo = build_geo_service(
-                dataclasses.replace(config.geo, mmdb=None, asn_mmdb=None),
-                self.geo_store, self._geo_session, self.clock,
-            )
         else:
             self.geo_error = None
-        return geo
+        return GeoService(
+            self.geo_store, mmdb=mmdb, ipapi=self._ipapi,
+            negative_ttl=geo_config.negative_ttl, clock=self.clock,
+        )
+
+    def _geo_needs_rebuild(self, old: Config, new: Config) -> bool:
+        """A resolver setting changed, the MMDB was broken, or its files were replaced
+        (geoipupdate renames new files into place): reopen."""
+        fields = ("mmdb", "asn_mmdb", "ip_api", "negative_ttl")
+        return (
+            any(getattr(old.geo, f) != getattr(new.geo, f) for f in fields)
+            or self.geo_error is not None
+            or _file_identities(new.geo.mmdb, new.geo.asn_mmdb) != self._mmdb_files
+        )
+
+    @property
+    def geo_problem(self) -> str | None:
+        """What is wrong with geolocation now, for status: a file that would not open, or
+        one whose data turned out corrupt during lookups."""
+        if self.geo_error is not None:
+            return self.geo_error
+        if self._geo is not None and self._geo.mmdb_corrupt:
+            return ("the MMDB's data is corrupt: lookups answer nothing known; download it "
+                    "again and reload bangd")
+        return None
 
     def resolver_names(self) -> list[str]:
         geo = self.config.geo
@@ -416,6 +466,7 @@ class Daemon:
 
     async def _close_geo(self) -> None:
         if self._geo is not None:
+            await self._geo.drain(GEO_DRAIN)  # let warming in progress land first
             await self._geo.close()
 
     async def _on_banned(self, source: str, addresses: list[str]) -> None:

@@ -122,3 +122,29 @@ def test_a_broken_mmdb_leaves_imports_working_and_shows_in_status(
             assert status["sources"][0]["entries"] == 3
         finally:
             proc.close()
+
+
+def test_a_fixed_mmdb_at_the_same_path_is_reopened_on_reload(
+    fail2ban_jail: str, fail2ban_server: PrivateFail2ban, mmdbs: tuple[Path, Path]
+) -> None:
+    with short_tmpdir("bangd-geo-") as d:
+        target = Path(d, "country.mmdb")
+        target.write_text("not yet downloaded")
+        proc = start_daemon(d, fail2ban_server, {"mmdb": str(target)})
+        try:
+            assert bangctl_json(proc.socket, "status")["geo"]["error"]
+            target.write_bytes(mmdbs[0].read_bytes())  # e.g. geoipupdate ran
+            assert bangctl(proc.socket, "reload").returncode == 0
+            status = bangctl_json(proc.socket, "status")
+            assert (status["geo"]["error"], status["geo"]["resolvers"]) == (None, ["mmdb"])
+            (result,) = bangctl_json(proc.socket, "lookup", "45.10.1.1")["results"]
+            assert result["country_code"] == "NL"
+        finally:
+            proc.close()
+
+
+def test_a_lookup_of_too_many_addresses_is_refused(daemon: DaemonProcess) -> None:
+    done = bangctl(daemon.socket, "lookup", *(f"45.10.{i // 250}.{i % 250 + 1}"
+                                                for i in range(257)))
+    assert done.returncode == 1
+    assert "at most 256 addresses per lookup" in done.stderr

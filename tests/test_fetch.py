@@ -288,14 +288,16 @@ async def test_too_many_requests_waits_as_long_as_retry_after_says(
     assert sleep.delays == [30.0]
 
 
-async def test_huge_retry_after_is_capped(
+async def test_a_retry_after_longer_than_five_minutes_is_not_waited_out_nor_ignored(
     lists: ListServer, fetcher: Fetcher, sleep: RecordingSleep
 ) -> None:
     url = lists.serve("/drop.txt", LIST, statuses=[429, 200], headers={"Retry-After": "86400"})
 
-    await fetcher.fetch(url_source(url))
+    with pytest.raises(FetchError, match=r"asked to come back in 86400s: not retried now"):
+        await fetcher.fetch(url_source(url))
 
-    assert sleep.delays == [300.0]
+    assert sleep.delays == []
+    assert lists.request_count("/drop.txt") == 1
 
 
 async def test_server_slower_than_the_timeout_fails_after_each_attempt_times_out(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import maxminddb
 import pytest
 
 from bangd.errors import GeoError
@@ -173,3 +174,30 @@ def test_close_twice_is_harmless(dbs: Databases) -> None:
     resolver = MmdbResolver(dbs.country, dbs.asn)
     resolver.close()
     resolver.close()
+
+
+def test_a_lookup_after_close_raises_instead_of_answering_nothing_known(
+    tmp_path: Path,
+) -> None:
+    path = write_country_db(tmp_path / "c.mmdb", [CountryNet("45.10.0.0/16", "NL", "Netherlands")])
+    resolver = MmdbResolver(str(path), None)
+    resolver.close()
+    with pytest.raises(GeoError, match="closed"):
+        resolver.lookup("45.10.1.1")
+
+
+def test_a_corrupt_data_section_answers_negative_and_is_flagged(tmp_path: Path) -> None:
+    path = write_country_db(tmp_path / "c.mmdb", [CountryNet("45.10.0.0/16", "NL", "Netherlands")])
+    data = bytearray(path.read_bytes())
+    with maxminddb.open_database(str(path)) as reader:
+        meta = reader.metadata()
+        tree = meta.node_count * meta.record_size * 2 // 8
+    end = data.rfind(b"\xab\xcd\xefMaxMind.com")
+    data[tree + 16 : end] = b"\xff" * (end - tree - 16)  # the data section, garbled
+    path.write_bytes(data)
+    resolver = MmdbResolver(str(path), None)
+    try:
+        assert resolver.lookup("45.10.1.1").negative
+        assert resolver.corrupt
+    finally:
+        resolver.close()

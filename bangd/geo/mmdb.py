@@ -13,6 +13,7 @@ Everything here is synchronous and CPU-bound: callers run it off the event loop
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Iterable
 from typing import Protocol
@@ -21,6 +22,8 @@ import maxminddb
 
 from bangd.errors import GeoError
 from bangd.geo.model import ORIGIN_MMDB, GeoInfo, negative_geo
+
+log = logging.getLogger(__name__)
 
 _COUNTRY_TYPE_WORDS = ("Country", "City")
 _ASN_TYPE_WORDS = ("ASN",)
@@ -50,6 +53,8 @@ class MmdbResolver:
         self._asn: _RecordReader | None = None
         self._country_ipv4_only = False
         self._asn_ipv4_only = False
+        self._closed = False
+        self.corrupt = False  # a lookup hit a broken data section: shown in status
         try:
             if country_path is not None:
                 self._country, self._country_ipv4_only = _open_checked(
@@ -64,12 +69,13 @@ class MmdbResolver:
             raise
 
     def close(self) -> None:
-        """Release the memory maps; safe to call twice. Lookups after close are a bug."""
+        """Release the memory maps; safe to call twice. Lookups after close raise."""
         for reader in (self._country, self._asn):
             if reader is not None:
                 reader.close()
         self._country = None
         self._asn = None
+        self._closed = True
 
     def __enter__(self) -> MmdbResolver:
         return self
@@ -83,6 +89,9 @@ class MmdbResolver:
         Written flat (no helper per database) because it runs once per address in
         bulk imports: each Python call saved is measurable against the C lookup.
         """
+        if self._closed:
+            # A negative answer here would be cached as "nothing known" for negative_ttl.
+            raise GeoError("the MMDB was closed (bangd is reloading or stopping)")
         key = _lookup_key(ip)
         if key is None:
             return negative_geo(ip, ORIGIN_MMDB)
@@ -90,16 +99,30 @@ class MmdbResolver:
         country_code = country_name = as_org = None
         asn = None
         if self._country is not None and not (is_ipv6 and self._country_ipv4_only):
-            record = _get(self._country, key)
+            record = self._get(self._country, key)
             if record is not None:
                 country_code, country_name = _country_fields(record)
         if self._asn is not None and not (is_ipv6 and self._asn_ipv4_only):
-            record = _get(self._asn, key)
+            record = self._get(self._asn, key)
             if record is not None:
                 asn, as_org = _asn_fields(record)
         if country_code is None and country_name is None and asn is None and as_org is None:
             return negative_geo(ip, ORIGIN_MMDB)
         return GeoInfo(ip, country_code, country_name, asn, as_org, ORIGIN_MMDB, False)
+
+    def _get(self, reader: _RecordReader, key: str) -> object:
+        """The record for `key`, or None when the reader refuses the address or the
+        file's data is broken (then `corrupt` is set, once logged, for status to show)."""
+        try:
+            return reader.get(key)
+        except ValueError:
+            return None
+        except maxminddb.InvalidDatabaseError as err:
+            if not self.corrupt:
+                log.error("MMDB data is corrupt (%s): lookups answer nothing known; "
+                          "download the database again and reload bangd", err)
+            self.corrupt = True
+            return None
 
     def lookup_many(self, ips: Iterable[str]) -> list[GeoInfo]:
         """`lookup` for each address, answers in the same order."""
@@ -118,7 +141,7 @@ def _open_checked(
         raise GeoError(
             f"{config_key}: cannot open {path}: {reason}; fix the path or set {config_key}: null"
         ) from err
-    except (maxminddb.InvalidDatabaseError, ValueError) as err:
+    except Exception as err:  # InvalidDatabaseError, or TypeError/ValueError in pure Python
         raise GeoError(
             f"{config_key}: {path} is not a valid MaxMind DB file ({err}); download it again"
         ) from err
@@ -155,14 +178,6 @@ def _lookup_key(ip: str) -> str | None:
         return None
     mapped = address.ipv4_mapped
     return str(mapped) if mapped is not None else str(address)
-
-
-def _get(reader: _RecordReader, key: str) -> object:
-    """The record for `key`, or None when the reader refuses the address."""
-    try:
-        return reader.get(key)
-    except ValueError:
-        return None
 
 
 def _country_fields(record: object) -> tuple[str | None, str | None]:

@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 
 from bangd.config import GeoConfig
+from bangd.errors import GeoError
 from bangd.geo.ipapi import BATCH_LIMIT, IpApiClient, IpApiUnavailable
 from bangd.geo.mmdb import MmdbResolver
 from bangd.geo.model import GeoInfo
@@ -44,6 +45,8 @@ DAY = 86400.0
 POSITIVE_TTL = 30 * DAY
 DEFAULT_CHUNK = 5000
 BANNED_IN_TIMEOUT = 15.0  # bound on the daemon's "which jails ban it" question per address
+BANNED_IN_BUDGET = 30.0  # and on all of them in one lookup
+MAX_LOOKUP = 256  # addresses per lookup request: each costs ~130 key searches
 CLOSE_GRACE = 10.0  # longest wait for an MMDB chunk already running in a thread
 
 BannedIn = Callable[[str], Awaitable[list[str]]]
@@ -108,6 +111,10 @@ class GeoService:
 
     # -- resolving -------------------------------------------------------------------------
 
+    @property
+    def mmdb_corrupt(self) -> bool:
+        return self._mmdb is not None and self._mmdb.corrupt
+
     async def resolve(
         self, ips: Sequence[str], *, refresh_seen: bool = True
     ) -> dict[str, CachedGeo]:
@@ -145,6 +152,8 @@ class GeoService:
         attempt: _Attempt,
         results: dict[str, CachedGeo] | None,
     ) -> int:
+        if self._closed:  # a reload/stop closed the resolvers: write nothing half-known
+            raise GeoError("the geo service was closed (bangd is reloading or stopping)")
         now = self._clock()
         cached = await self.store.get_many(part)
         outcome = await self._answer_chunk(part, cached, now, attempt)
@@ -331,8 +340,11 @@ class GeoService:
         """
         if not ips:
             raise ValueError("lookup needs at least one IP address")
+        if len(ips) > MAX_LOOKUP:
+            raise ValueError(f"at most {MAX_LOOKUP} addresses per lookup, got {len(ips)}")
         addresses = list(dict.fromkeys(normalise_address(ip) for ip in ips))
         resolved = await self.resolve(addresses)
+        started = time.monotonic()
         listings = await self._listings(addresses)
         now = self._clock()
         replies = []
@@ -342,7 +354,11 @@ class GeoService:
                 {"source": m.source, "jail": m.jail, "entry": m.entry}
                 for m in listings.get(address, [])
             ]
-            reply.update(await _ask_banned_in(banned_in, address))
+            if time.monotonic() - started < BANNED_IN_BUDGET:
+                reply.update(await _ask_banned_in(banned_in, address))
+            else:
+                reply.update({"banned_in": None,
+                              "banned_in_error": "not asked: this lookup took too long"})
             replies.append(reply)
         return replies
 
@@ -352,10 +368,7 @@ class GeoService:
         Lists store networks with host bits cleared, so the networks containing an
         address are exactly its 33 (IPv4) or 129 (IPv6) prefixes: key searches, no scan.
         """
-        covering: dict[str, list[str]] = {}
-        for address in addresses:
-            for entry in covering_entries(address):
-                covering.setdefault(entry, []).append(address)
+        covering = await asyncio.to_thread(_covering_map, addresses)
         found: dict[str, list[AppliedMatch]] = {}
         for match in await self.store.applied_matches(list(covering)):
             for address in covering[match.entry]:
@@ -383,6 +396,15 @@ def normalise_address(text: str) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
+
+
+def _covering_map(addresses: list[str]) -> dict[str, list[str]]:
+    """Each covering entry -> the addresses it covers (CPU work: run in a thread)."""
+    covering: dict[str, list[str]] = {}
+    for address in addresses:
+        for entry in covering_entries(address):
+            covering.setdefault(entry, []).append(address)
+    return covering
 
 
 def covering_entries(address: str) -> list[str]:

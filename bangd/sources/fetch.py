@@ -223,7 +223,7 @@ def _retry_after(value: str | None) -> float | None:
     """Seconds from a numeric Retry-After; the HTTP-date form falls back to our backoff."""
     if value is None or not value.strip().isdigit():
         return None
-    return min(float(value.strip()), MAX_RETRY_AFTER)
+    return float(value.strip())
 
 
 def file_validator(st: os.stat_result) -> str:
@@ -323,6 +323,13 @@ class Fetcher:
                     shown = f" ({attempts} attempts)" if attempts > 1 else ""
                     raise FetchError(
                         f"source {source.name}: {exc.reason}{shown}: {exc.hint}"
+                    ) from None
+                if exc.retry_after is not None and exc.retry_after > MAX_RETRY_AFTER:
+                    # Retrying sooner than asked gets clients banned by list providers:
+                    # give up now and let the next scheduled run (or backoff) come back.
+                    raise FetchError(
+                        f"source {source.name}: {exc.reason}, asked to come back in "
+                        f"{exc.retry_after:g}s: not retried now; the next run tries again"
                     ) from None
                 delay = self._backoff * 2**attempt
                 if exc.retry_after is not None:
