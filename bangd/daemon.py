@@ -176,9 +176,10 @@ class Daemon:
         self._geo = self._make_geo(config)
         stack.push_async_callback(self._close_geo)
         apply_lock = asyncio.Lock()
+        fetcher = Fetcher(session, user_agent=f"bangd/{__version__}")
+        stack.callback(fetcher.close)
         self._importer = Importer(
-            self._imports, self._fail2ban,
-            Fetcher(session, user_agent=f"bangd/{__version__}"),
+            self._imports, self._fail2ban, fetcher,
             batch_size=config.fail2ban.batch_size, apply_lock=apply_lock, clock=self.clock,
             on_banned=self._on_banned, on_unchanged=self._on_unchanged,
         )

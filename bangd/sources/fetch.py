@@ -13,6 +13,7 @@ Last-Modified) give a 304, and files get a cheap stat-based validator of the sam
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import stat
@@ -269,6 +270,17 @@ class Fetcher:
         self._backoff = backoff
         self._sleep = sleep
         self._clock = clock
+        # File reads get threads of their own: a read stuck on a hung NFS/FUSE mount
+        # outlives its timeout (a thread cannot be interrupted) and must not use up the
+        # default executor that parsing and MMDB lookups share. With two, another list
+        # still reads while one hangs; once both hang, reads time out and say so.
+        self._file_readers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix="bangd-file-read"
+        )
+
+    def close(self) -> None:
+        """Release the file-reading threads; a read still stuck is abandoned."""
+        self._file_readers.shutdown(wait=False, cancel_futures=True)
 
     async def fetch(
         self, source: SourceConfig, *, etag: str | None = None, last_modified: str | None = None
@@ -438,7 +450,9 @@ class Fetcher:
     ) -> tuple[bytes | None, str]:
         try:
             async with asyncio.timeout(source.timeout):
-                return await asyncio.to_thread(_read_file, path, etag, source.max_bytes)
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._file_readers, _read_file, path, etag, source.max_bytes
+                )
         except TimeoutError:
             raise FetchError(
                 f"source {source.name}: timed out after {_seconds(source.timeout)} reading "
