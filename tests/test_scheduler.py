@@ -38,6 +38,26 @@ class Counter:
         return {"runs": self.runs}
 
 
+class HeldRun:
+    """A scheduler whose job "j" is in the middle of a run_now, until `release` is set."""
+
+    def __init__(self, db: Database) -> None:
+        self.sched = Scheduler(db)
+        self.job = Counter()
+        self.release = self.job.release = asyncio.Event()
+        self.sched.add(Job("j", 3600, self.job))
+
+    async def start(self) -> asyncio.Task[dict[str, Any]]:
+        first = asyncio.create_task(self.sched.run_now("j"))
+        await asyncio.wait_for(self.job.ran.wait(), 5)
+        return first
+
+
+async def held_run(db: Database) -> tuple[Scheduler, HeldRun, asyncio.Task[dict[str, Any]]]:
+    held = HeldRun(db)
+    return held.sched, held, await held.start()
+
+
 async def test_a_job_that_never_ran_runs_at_start(db: Database) -> None:
     sched = Scheduler(db, rng=lambda: 0.0)
     job = Counter()
@@ -84,16 +104,11 @@ async def test_a_restart_does_not_rerun_a_job_that_is_not_due(db: Database) -> N
 
 
 async def test_run_now_while_running_is_busy(db: Database) -> None:
-    sched = Scheduler(db)
-    job = Counter()
-    job.release = asyncio.Event()
-    sched.add(Job("j", 3600, job))
-    first = asyncio.create_task(sched.run_now("j"))
-    await asyncio.wait_for(job.ran.wait(), 5)
+    sched, held, first = await held_run(db)
     with pytest.raises(ControlError) as info:
         await sched.run_now("j")
     assert info.value.code == "busy"
-    job.release.set()
+    held.release.set()
     assert await first == {"runs": 1}
 
 
@@ -185,16 +200,11 @@ async def test_stop_cancels_a_run_that_overstays_its_grace_and_marks_it_interrup
 
 
 async def test_run_now_with_wait_runs_after_the_current_run_ends(db: Database) -> None:
-    sched = Scheduler(db)
-    job = Counter()
-    job.release = asyncio.Event()
-    sched.add(Job("j", 3600, job))
-    first = asyncio.create_task(sched.run_now("j"))
-    await asyncio.wait_for(job.ran.wait(), 5)
+    sched, held, first = await held_run(db)
     second = asyncio.create_task(sched.run_now("j", wait=True))
     await asyncio.sleep(0)
     assert not second.done()
-    job.release.set()
+    held.release.set()
     assert await first == {"runs": 1}
     assert await second == {"runs": 2}
 
@@ -228,14 +238,9 @@ async def test_backoff_does_not_overflow_after_thousands_of_failures(db: Databas
 
 
 async def test_make_due_during_a_run_runs_the_job_again_right_after(db: Database) -> None:
-    sched = Scheduler(db)
-    job = Counter()
-    job.release = asyncio.Event()
-    sched.add(Job("j", 3600, job))
-    first = asyncio.create_task(sched.run_now("j"))
-    await asyncio.wait_for(job.ran.wait(), 5)
+    sched, held, first = await held_run(db)
     sched.make_due("j")
-    job.release.set()
+    held.release.set()
     await first
     state = sched.state("j")
     assert state is not None and state.next_run is not None
