@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import Fail2banError
-from ..sources.parse import parse_blocklist
+from ..sources.parse import parse_blocklist, sorted_entries
 from ..store.imports import ImportStore, chunked
 from .importer import FilterSettings
 
@@ -76,7 +76,7 @@ class Reconciler:
             return report
         try:
             banned = set(await self.fail2ban.banned(jail))
-            missing = list(expected - banned)
+            missing = await asyncio.to_thread(sorted_entries, expected - banned)
             if settings is not None and missing:
                 missing = await asyncio.to_thread(_still_wanted, missing, settings)
             report.missing = len(missing)

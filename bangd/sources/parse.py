@@ -219,29 +219,48 @@ def raw_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-DIGEST_BUCKET_PREFIX = 3
+SORT_PIECE = 32_768  # at most this many strings per sort() call: a few ms of GIL
+SORT_PREFIX = 3  # characters a bucket key grows by at each level
+
+
+def sorted_entries(entries: Iterable[str]) -> list[str]:
+    """Distinct entries in code-point order, as `sorted()` would give them.
+
+    One sorted() of 1M strings holds the GIL for ~0.5 s, which stalls the event loop even
+    from a thread. Here entries are bucketed by their next few characters, buckets taken
+    in key order and split again while too big, so no single sort() call is long. A
+    shorter entry's key is the entry itself and sorts before any key it prefixes, so the
+    order is exact.
+    """
+    ordered: list[str] = []
+    _sort_into(ordered, list(entries), 0)
+    return ordered
+
+
+def _sort_into(out: list[str], items: list[str], start: int) -> None:
+    if len(items) <= SORT_PIECE:
+        items.sort()
+        out.extend(items)
+        return
+    buckets: dict[str, list[str]] = {}
+    end = start + SORT_PREFIX
+    for item in items:
+        key = item[start:end]
+        bucket = buckets.get(key)
+        if bucket is None:
+            buckets[key] = [item]
+        else:
+            bucket.append(item)
+    for key in sorted(buckets):
+        _sort_into(out, buckets[key], end)
 
 
 def entries_digest(entries: Iterable[str]) -> str:
-    """sha256 over distinct normalised entries, independent of their order; see `ParsedList`.
-
-    The same bytes as sorting everything at once, but sorted bucket by bucket (entries
-    grouped by their first characters, buckets taken in order): one `sorted()` of 1M
-    strings holds the GIL for ~0.5 s, which would stall the event loop even from a
-    thread, while a bucket's sort takes milliseconds. A shorter entry's bucket key is the
-    entry itself and sorts before any longer key it prefixes, so the order is exact.
-    """
-    buckets: dict[str, list[str]] = {}
-    for entry in entries:
-        key = entry[:DIGEST_BUCKET_PREFIX]
-        bucket = buckets.get(key)
-        if bucket is None:
-            buckets[key] = [entry]
-        else:
-            bucket.append(entry)
+    """sha256 over distinct normalised entries, independent of their order; see `ParsedList`."""
+    ordered = sorted_entries(entries)
     digest = hashlib.sha256()
-    for key in sorted(buckets):
-        part = sorted(buckets[key])
+    for first in range(0, len(ordered), SORT_PIECE):
+        part = ordered[first : first + SORT_PIECE]
         part.append("")  # every entry, the last included, ends with a newline
         digest.update("\n".join(part).encode("ascii"))
     return digest.hexdigest()
