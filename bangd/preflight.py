@@ -1,8 +1,9 @@
 """Checks of what a valid config points at, for `bangd --check-config`.
 
-They are warnings, not errors: the unit runs --check-config before every start, and a
+Most are warnings, not errors: the unit runs --check-config before every start, and a
 missing local list or a broken MMDB must not keep bangd from importing its other sources
-(the daemon runs without them and says so in `bangctl status`).
+(the daemon runs without them and says so in `bangctl status`). Only what would stop the
+daemon anyway (a control.group that does not exist) is a problem.
 """
 
 from __future__ import annotations
@@ -15,7 +16,20 @@ from .errors import GeoError
 from .geo.mmdb import MmdbResolver
 
 
+def problems_for(config: Config) -> list[str]:
+    """What keeps bangd from starting at all, though the file itself is valid."""
+    found: list[str] = []
+    if config.control.group is not None:
+        try:
+            grp.getgrnam(config.control.group)
+        except KeyError:
+            found.append(f"control.group: no group {config.control.group!r} on this system; "
+                         "create it (groupadd) or set control.group: null")
+    return [f"{config.path}: {text}" for text in found]
+
+
 def warnings_for(config: Config) -> list[str]:
+    """What bangd starts without, but should be fixed."""
     found: list[str] = []
     for index, source in enumerate(config.sources):
         if source.path is None or not source.enabled:
@@ -30,10 +44,4 @@ def warnings_for(config: Config) -> list[str]:
             MmdbResolver(config.geo.mmdb, config.geo.asn_mmdb).close()
         except GeoError as exc:
             found.append(f"{exc}; bangd runs without MMDB lookups until it is fixed")
-    if config.control.group is not None:
-        try:
-            grp.getgrnam(config.control.group)
-        except KeyError:
-            found.append(f"control.group: no group {config.control.group!r} on this system; "
-                         "bangd will not start until it exists (groupadd)")
     return [f"{config.path}: warning: {text}" for text in found]

@@ -206,3 +206,15 @@ def test_a_socket_path_too_long_for_af_unix_is_refused() -> None:
 def test_jail_names_that_fail2ban_would_misread_are_refused(jail: str) -> None:
     (problem,) = problems_of(f'fail2ban: {{jail: "{jail}"}}\n')
     assert "fail2ban.jail: expected a fail2ban jail name" in problem
+
+
+def test_check_config_fails_for_a_control_group_that_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("control: {group: no-such-group-here}\n")
+    assert bangd_main(["--check-config", "-c", str(path)]) == 1
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == (f"{path}: control.group: no group 'no-such-group-here' on this system; "
+                       "create it (groupadd) or set control.group: null\n")

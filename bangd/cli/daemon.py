@@ -44,10 +44,13 @@ def main(argv: list[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         return 1
     if args.check_config:
-        from ..preflight import warnings_for
+        from ..preflight import problems_for, warnings_for
 
-        for warning in warnings_for(config):
-            print(warning, file=sys.stderr)
+        problems = problems_for(config)
+        for line in problems + warnings_for(config):
+            print(line, file=sys.stderr)
+        if problems:
+            return 1
         print("ok")
         return 0
     setup_logging(config.log_level)
