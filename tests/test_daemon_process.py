@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.daemon_process import DaemonProcess, bangctl, bangctl_json
+from tests.daemon_process import BIN_DIR, DaemonProcess, bangctl, bangctl_json
 from tests.fail2ban_server import PrivateFail2ban
 from tests.shortdir import short_tmpdir
 
@@ -147,3 +148,21 @@ def test_every_bangctl_command_has_help_with_an_example(
     done = bangctl(os.path.join(workdir, "unused.sock"), *command, "--help")
     assert done.returncode == 0
     assert "example" in done.stdout
+
+
+def test_bangctl_takes_the_socket_from_bangctl_socket(daemon: DaemonProcess) -> None:
+    daemon.start()
+    daemon.wait_for("READY=1")
+    done = subprocess.run(
+        [str(BIN_DIR / "bangctl"), "version"], capture_output=True, text=True, timeout=30,
+        env={**os.environ, "BANGCTL_SOCKET": daemon.socket}, check=False,
+    )
+    assert (done.returncode, done.stdout.startswith("bangd ")) == (0, True)
+
+
+def test_bangd_takes_the_config_from_bangd_config(daemon: DaemonProcess) -> None:
+    done = subprocess.run(
+        [str(BIN_DIR / "bangd"), "--check-config"], capture_output=True, text=True,
+        timeout=30, env={**os.environ, "BANGD_CONFIG": daemon.config_path}, check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, "ok\n")
