@@ -5,7 +5,7 @@ otherwise dominate) and the real `bangd` process with one 1,000,000-line list, t
 `status` on the control socket every 0.1 s until the import completes. Prints the
 import's duration and the control socket's answer times (median, 99th percentile, worst):
 the promise is that the daemon keeps answering while it parses, compares and bans 1M
-entries. Finally it re-imports the unchanged list.
+entries. Then it re-imports the unchanged list and reports bangd's peak memory.
 
     .venv/bin/python bench/bench_big_import.py [--entries 1000000]
 """
@@ -26,6 +26,14 @@ from bangd.control.client import ControlClient
 from tests.addresses import public_ipv4
 from tests.daemon_process import DaemonProcess, bangctl_json
 from tests.fail2ban_server import PrivateFail2ban
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's high-water mark of resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
 def main() -> None:
@@ -64,6 +72,8 @@ def main() -> None:
         t0 = time.perf_counter()
         again = bangctl_json(daemon.socket, "import", "big")["imports"][0]
         unchanged = time.perf_counter() - t0
+        assert daemon.proc is not None
+        peak = peak_rss_mib(daemon.proc.pid)
     finally:
         daemon.close()
         server.stop()
@@ -76,6 +86,7 @@ def main() -> None:
           f"{answers[-1] * 1000:.0f} ms")
     print(f"  re-import of the unchanged list: {again['state']} in {unchanged:.2f} s "
           "(bangctl round trip)")
+    print(f"  bangd's peak resident memory: {peak:.0f} MiB")
 
 
 if __name__ == "__main__":
