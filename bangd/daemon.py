@@ -248,9 +248,6 @@ class Daemon:
         await self._stack.aclose()
         log.info("bangd stopped took=%.2fs", time.monotonic() - started)
 
-    def request_stop(self) -> None:
-        self.stopping.set()
-
     # -- reload ---------------------------------------------------------------------------
 
     async def reload(self) -> dict[str, Any]:

@@ -251,12 +251,6 @@ class ImportStore:
             ((state, jail, entry, source) for entry in entries),
         )
 
-    async def confirm_pending(self, source: str) -> None:
-        await self.db.execute(
-            "UPDATE applied SET state = 'applied' WHERE source = ? AND state = 'pending'",
-            (source,),
-        )
-
     async def delete_entries(self, source: str, jail: str, entries: Sequence[str]) -> None:
         await self.db.executemany(
             "DELETE FROM applied WHERE jail = ? AND entry = ? AND source = ?",
@@ -279,10 +273,3 @@ class ImportStore:
         return [str(j) for j in await self.db.fetchcolumn(
             "SELECT DISTINCT jail FROM applied ORDER BY jail"
         )]
-
-    async def sources_listing(self, entry: str) -> list[tuple[str, str]]:
-        rows = await self.db.fetchall(
-            "SELECT source, jail FROM applied WHERE entry = ? AND state = 'applied'"
-            " ORDER BY source", (entry,),
-        )
-        return [(r["source"], r["jail"]) for r in rows]
