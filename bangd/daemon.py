@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -25,12 +26,11 @@ from .control.server import ControlServer, claim_socket_path
 from .errors import BangdError, ConfigError, ControlError, Fail2banError
 from .fail2ban.client import Fail2banClient
 from .geo.ipapi import IpApiClient
-from .geo.mmdb import MmdbResolver
 from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
 from .logs import set_level
 from .notify import Notifier, SystemdNotifier, watchdog_interval
 from .scheduler import Job, JobFailed, Scheduler
-from .services.geo import GeoService
+from .services.geo import GeoService, build_geo_service, make_ipapi
 from .services.health import Fail2banHealth, Fail2banMonitor
 from .services.importer import FilterSettings, Importer, ImportSummary
 from .services.reconcile import Reconciler
@@ -408,29 +408,20 @@ class Daemon:
         """The geo service; a broken MMDB is logged and geo runs without it, because
         losing geolocation must never stop blocklist imports."""
         geo_config = config.geo
-        if self._ipapi is None or self._ipapi_config != geo_config.ip_api:
-            # One client for the daemon's life: its rate-limit bookkeeping must survive
-            # reloads, or a new client would spend a budget the old one already used.
+        if self._ipapi_config != geo_config.ip_api:
+            # One client across reloads: it carries ip-api's rate-limit budget.
             self._ipapi_config = geo_config.ip_api
-            self._ipapi = (
-                IpApiClient(self._geo_session, geo_config.ip_api.url,
-                            timeout=geo_config.ip_api.timeout)
-                if geo_config.ip_api.enabled and self._geo_session is not None else None
-            )
-        mmdb = None
+            self._ipapi = make_ipapi(geo_config.ip_api, self._geo_session)
         self._mmdb_files = _file_identities(geo_config.mmdb, geo_config.asn_mmdb)
         try:
-            if geo_config.mmdb is not None or geo_config.asn_mmdb is not None:
-                mmdb = MmdbResolver(geo_config.mmdb, geo_config.asn_mmdb)
+            geo = build_geo_service(geo_config, self.geo_store, self._ipapi, self.clock)
         except BangdError as exc:
             self.geo_error = str(exc)
             log.error("geo: %s; running without MMDB lookups until fixed and reloaded", exc)
-        else:
-            self.geo_error = None
-        return GeoService(
-            self.geo_store, mmdb=mmdb, ipapi=self._ipapi,
-            negative_ttl=geo_config.negative_ttl, clock=self.clock,
-        )
+            without_mmdb = dataclasses.replace(geo_config, mmdb=None, asn_mmdb=None)
+            return build_geo_service(without_mmdb, self.geo_store, self._ipapi, self.clock)
+        self.geo_error = None
+        return geo
 
     def _geo_needs_rebuild(self, old: Config, new: Config) -> bool:
         """A resolver setting changed, the MMDB was broken, or its files were replaced

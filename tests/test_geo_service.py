@@ -17,7 +17,7 @@ from bangd.config import GeoConfig, IpApiConfig
 from bangd.errors import Fail2banUnreachable, GeoError
 from bangd.geo import IpApiClient, MmdbResolver
 from bangd.geo.model import GeoInfo
-from bangd.services.geo import DAY, POSITIVE_TTL, GeoService, build_geo_service
+from bangd.services.geo import DAY, POSITIVE_TTL, GeoService, build_geo_service, make_ipapi
 from bangd.store.db import Database
 from bangd.store.geo import CachedGeo, GeoCacheStore
 from tests.ipapi_server import Answer, IpApiImitation
@@ -558,7 +558,7 @@ async def test_build_geo_service_asks_the_configured_ip_api_url(
     store: GeoCacheStore, http: aiohttp.ClientSession, ipapi_server: IpApiImitation
 ) -> None:
     config = GeoConfig(ip_api=IpApiConfig(enabled=True, url=ipapi_server.url, timeout=2.0))
-    service = build_geo_service(config, store, http)
+    service = build_geo_service(config, store, make_ipapi(config.ip_api, http))
     try:
         found = await service.resolve(["1.1.1.1"])
     finally:

@@ -32,7 +32,7 @@ from typing import Any
 
 import aiohttp
 
-from bangd.config import GeoConfig
+from bangd.config import GeoConfig, IpApiConfig
 from bangd.errors import GeoError
 from bangd.geo.ipapi import BATCH_LIMIT, IpApiClient, IpApiUnavailable
 from bangd.geo.mmdb import MmdbResolver
@@ -447,25 +447,29 @@ async def _ask_banned_in(banned_in: BannedIn | None, address: str) -> dict[str, 
     return {"banned_in": sorted(jails), "banned_in_error": None}
 
 
+def make_ipapi(
+    ip_api: IpApiConfig, session: aiohttp.ClientSession | None
+) -> IpApiClient | None:
+    """The ip-api client `geo.ip_api` asks for, or None. Keep it for the daemon's life:
+    it carries the X-Rl/X-Ttl budget, which a fresh client would not know was spent."""
+    if not ip_api.enabled:
+        return None
+    if session is None:
+        raise ValueError("geo.ip_api.enabled needs an aiohttp session")
+    return IpApiClient(session, ip_api.url, timeout=ip_api.timeout)
+
+
 def build_geo_service(
     geo_config: GeoConfig,
     store: GeoCacheStore,
-    session: aiohttp.ClientSession | None,
+    ipapi: IpApiClient | None,
     clock: Callable[[], float] = time.time,
 ) -> GeoService:
     """The GeoService `geo:` asks for. Opens the MMDB files now, so a missing or wrong
-    file fails at startup (GeoError naming geo.mmdb / geo.asn_mmdb and the file).
-    `session` is needed only when geo.ip_api.enabled; the caller owns and closes it."""
+    file fails at once (GeoError naming geo.mmdb / geo.asn_mmdb and the file)."""
     mmdb = None
     if geo_config.mmdb is not None or geo_config.asn_mmdb is not None:
         mmdb = MmdbResolver(geo_config.mmdb, geo_config.asn_mmdb)
-    ipapi = None
-    if geo_config.ip_api.enabled:
-        if session is None:
-            if mmdb is not None:
-                mmdb.close()
-            raise ValueError("geo.ip_api.enabled needs an aiohttp session")
-        ipapi = IpApiClient(session, geo_config.ip_api.url, timeout=geo_config.ip_api.timeout)
     return GeoService(
         store, mmdb=mmdb, ipapi=ipapi, negative_ttl=geo_config.negative_ttl, clock=clock
     )
