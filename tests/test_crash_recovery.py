@@ -75,7 +75,10 @@ def test_stopped_mid_import_then_restarted_applies_exactly_the_list_and_sends_no
     finally:
         first.close()
     at_kill = currently_banned(server)
-    assert 0 < at_kill < ENTRIES, "the kill must land in the middle of the import"
+    if stop_signal == signal.SIGKILL:
+        assert 0 < at_kill < ENTRIES, "the kill must land in the middle of the import"
+    else:  # within its grace period, bangd may have finished the import before exiting
+        assert 0 < at_kill <= ENTRIES
     time.sleep(3.5)  # a resend from here on would be logged as "already banned"
 
     second = DaemonProcess(workdir, config)
