@@ -67,7 +67,8 @@ def test_stopped_mid_import_then_restarted_applies_exactly_the_list_and_sends_no
     try:
         first.start()
         first.wait_for("READY=1")
-        wait_until(lambda: currently_banned(server) >= ENTRIES // 4, 120, "a quarter banned")
+        # Early, so that under SIGTERM the rest outlasts the grace period most of the time.
+        wait_until(lambda: currently_banned(server) >= ENTRIES // 20, 120, "5% banned")
         first.signal(stop_signal)
         code = first.wait_exit(10)
         if stop_signal == signal.SIGTERM:
@@ -96,8 +97,8 @@ def test_stopped_mid_import_then_restarted_applies_exactly_the_list_and_sends_no
         states = [r["state"] for r in reversed(runs)]
         if stop_signal == signal.SIGKILL:
             assert states == ["interrupted", "completed"], json.dumps(runs, indent=1)
-        else:  # the grace period may or may not have been long enough to finish
-            assert states in (["interrupted", "completed"], ["completed", "unchanged"]), (
+        else:  # finished within the grace period, or interrupted and finished after restart
+            assert states in (["interrupted", "completed"], ["completed"]), (
                 json.dumps(runs, indent=1)
             )
     finally:
