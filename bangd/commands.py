@@ -68,7 +68,7 @@ class Commands:
                 "path": self.daemon.db.path, "schema_version": self.daemon.db.schema_version,
             },
             "fail2ban": {"socket": config.fail2ban.socket, **self.daemon.monitor.health.as_dict()},
-            "sources": (await self._cmd_sources(args, peer))["sources"],
+            "sources": await self._sources(),
             "jails": await self._jail_counts(),
             "timers": [s.as_dict() for s in self.daemon.scheduler.states()],
             "geo": {"resolvers": self.daemon.resolver_names(), "error": self.daemon.geo_problem},
@@ -78,8 +78,7 @@ class Commands:
         """fail2ban's own counts for the jails bangd uses (`status JAIL short` is cheap)."""
         if not self.daemon.monitor.health.reachable:
             return []
-        jails = sorted({s.jail for s in self.daemon.config.sources}
-                       | set(await self.daemon.imports.jails()))
+        jails = await self.daemon.jails_in_use()
         counts: list[dict[str, Any]] = []
         for jail in jails:
             try:
@@ -93,6 +92,9 @@ class Commands:
         return counts
 
     async def _cmd_sources(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return {"sources": await self._sources()}
+
+    async def _sources(self) -> list[dict[str, Any]]:
         rows = {row.name: row for row in await self.daemon.imports.sources()}
         last = await self.daemon.imports.last_runs()
         listed = []
@@ -111,7 +113,7 @@ class Commands:
                 "last_error": run.get("error"),
                 "next_run": state.next_run if state is not None else None,
             })
-        return {"sources": listed}
+        return listed
 
     async def _cmd_import(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         names = args.get("sources") or []
@@ -143,7 +145,8 @@ class Commands:
                 return (await self.daemon.run_import(name, dry_run=True)).as_dict()
         try:
             return await self.daemon.scheduler.run_now(
-                job, lambda: self.daemon.import_job(name, force=force, trigger="manual"), wait=True
+                job, lambda: self.daemon.import_source(name, force=force, trigger="manual"),
+                wait=True,
             )
         except JobFailed as exc:
             return exc.result
@@ -161,9 +164,14 @@ class Commands:
         jail = args.get("jail")
         if jail is not None and not isinstance(jail, str):
             raise ControlError("invalid_argument", "jail must be a name")
-        async with self.daemon.scheduler.exclusive(RECONCILE_JOB):
-            reports = await self.daemon.reconciler.run(jail, self.daemon.filter_settings())
-        return {"jails": [r.as_dict() for r in reports]}
+        # The same work as the timer's run, and recorded as one: withdrawals and crashed
+        # runs are settled first, so a jail is never compared with half-done records.
+        try:
+            return await self.daemon.scheduler.run_now(
+                RECONCILE_JOB, lambda: self.daemon.reconcile(jail), wait=True
+            )
+        except JobFailed as exc:
+            return exc.result
 
     async def _cmd_lookup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         ips = args.get("ips")
@@ -179,8 +187,7 @@ class Commands:
         """The jails in which fail2ban has `address` banned, itself or through a listed
         network containing it (fail2ban keeps a CIDR ban as one entry: asking for an
         address inside it answers 0)."""
-        configured = {s.jail for s in self.daemon.config.sources}
-        asked = {jail: {address} for jail in configured | set(await self.daemon.imports.jails())}
+        asked = {jail: {address} for jail in await self.daemon.jails_in_use()}
         covering = await asyncio.to_thread(covering_entries, address)
         for match in await self.daemon.geo_store.applied_matches(covering):
             asked.setdefault(match.jail, {address}).add(match.entry)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -191,7 +192,8 @@ class Daemon:
         self._scheduler = Scheduler(self._db, clock=self.clock)
         await self._scheduler.start()
         stack.push_async_callback(self._scheduler.stop, STOP_GRACE)
-        self._schedule_jobs(config)
+        for job in self._jobs(config):
+            self._scheduler.add(job)
 
         self._monitor = Fail2banMonitor(
             self._fail2ban, on_change=self._on_fail2ban_change,
@@ -311,9 +313,10 @@ class Daemon:
             src, self.filter_settings(), force=force, dry_run=dry_run, trigger=trigger
         )
 
-    async def import_job(
+    async def import_source(
         self, name: str, *, force: bool = False, trigger: str = "timer"
     ) -> dict[str, Any]:
+        """One recorded import run, shaped as a job's result (JobFailed when it failed)."""
         summary = await self.run_import(name, force=force, trigger=trigger)
         result: dict[str, Any] = summary.as_dict()
         self._last_import = (
@@ -334,10 +337,12 @@ class Daemon:
             self.retention_deleted += int(result["deleted"])
         return result
 
-    async def _reconcile_job(self) -> dict[str, Any]:
+    async def reconcile(self, jail: str | None = None) -> dict[str, Any]:
+        """The reconcile job, on its timer or from `bangctl reconcile`: withdraw removed
+        sources, settle crashed runs, then re-ban what fail2ban lost."""
         errors = await self._withdraw_removed_sources()
         await self.importer.recover_all()
-        reports = await self.reconciler.run(settings=self.filter_settings())
+        reports = await self.reconciler.run(jail, settings=self.filter_settings())
         errors += [r.error for r in reports if r.error]
         result = {"jails": [r.as_dict() for r in reports]}
         if errors:
@@ -358,30 +363,26 @@ class Daemon:
                 errors.append(f"withdrawing {name}: {exc}")
         return errors
 
-    def _schedule_jobs(self, config: Config) -> None:
-        for src in config.sources:
-            if src.enabled:
-                self.scheduler.add(self._make_import_job(src.name, src.interval))
-        self.scheduler.add(Job(RECONCILE_JOB, config.fail2ban.reconcile_interval,
-                               self._reconcile_job, jitter=0.0))
-        self.scheduler.add(Job(RETENTION_JOB, config.geo.cleanup_interval, self.retention))
-
-    def _make_import_job(self, name: str, interval: float) -> Job:
-        async def run() -> dict[str, Any]:
-            return await self.import_job(name)
-
-        return Job(import_job(name), interval, run)
+    def _jobs(self, config: Config) -> list[Job]:
+        """Every job `config` asks for: one import per enabled source, reconcile, retention."""
+        jobs = [
+            Job(import_job(src.name), src.interval, functools.partial(self.import_source,
+                                                                      src.name))
+            for src in config.sources if src.enabled
+        ]
+        jobs.append(Job(RECONCILE_JOB, config.fail2ban.reconcile_interval, self.reconcile,
+                        jitter=0.0))
+        jobs.append(Job(RETENTION_JOB, config.geo.cleanup_interval, self.retention))
+        return jobs
 
     async def _reschedule_jobs(self, old: Config, new: Config) -> None:
-        wanted = {import_job(s.name): s for s in new.sources if s.enabled}
+        jobs = self._jobs(new)
+        wanted = {job.name for job in jobs}
         for name in self.scheduler.names():
-            if name.startswith("import:") and name not in wanted:
+            if name not in wanted:
                 await self.scheduler.remove(name)
-        for src in wanted.values():
-            self.scheduler.update(self._make_import_job(src.name, src.interval))
-        self.scheduler.update(Job(RECONCILE_JOB, new.fail2ban.reconcile_interval,
-                                  self._reconcile_job, jitter=0.0))
-        self.scheduler.update(Job(RETENTION_JOB, new.geo.cleanup_interval, self.retention))
+        for job in jobs:
+            self.scheduler.update(job)
         removed = {s.name for s in old.sources} - {s.name for s in new.sources}
         if removed:
             # Withdrawing their entries is the reconcile job's first step.
@@ -463,6 +464,11 @@ class Daemon:
 
     async def _on_unchanged(self, source: str) -> None:
         await self.geo.on_unchanged(source)
+
+    async def jails_in_use(self) -> list[str]:
+        """Jails the config names and jails bangd still has entries in."""
+        configured = {s.jail for s in self.config.sources}
+        return sorted(configured | set(await self.imports.jails()))
 
     def _make_fail2ban_client(self, config: Config) -> Fail2banClient:
         return Fail2banClient(

@@ -145,15 +145,21 @@ class Scheduler:
             self._launch(entry)
 
     def update(self, job: Job) -> None:
-        """Replace a job's definition (e.g. a new interval after reload), keeping its state."""
+        """Add a job, or replace its definition (e.g. after a reload) keeping its state.
+
+        The next run moves only if the interval changed: a reload must not re-roll the
+        jitter, nor undo a make_due() that asked for a run soon.
+        """
         entry = self._entries.get(job.name)
         if entry is None:
             self.add(job)
             return
+        changed = job.interval != entry.job.interval
         entry.job = job
         entry.state.interval = job.interval
-        entry.state.next_run = self._next_run(entry)
-        entry.wake.set()
+        if changed:
+            entry.state.next_run = self._next_run(entry)
+            entry.wake.set()
 
     async def remove(self, name: str) -> None:
         """Unschedule a job. A timer run in progress is cancelled (jobs are cancel-safe and

@@ -184,3 +184,14 @@ def test_read_only_commands_log_at_debug_and_changes_at_info(daemon: DaemonProce
     log = daemon.log_text()
     assert " DEBUG   bangd.control.server: control command=status " in log
     assert " INFO    bangd.control.server: control command=reconcile " in log
+
+
+def test_bangctl_reconcile_also_withdraws_a_removed_source(
+    daemon: DaemonProcess, fail2ban_server: PrivateFail2ban
+) -> None:
+    sources = daemon.config["sources"]
+    daemon.config["sources"] = [s for s in sources if s["name"] != "a"]
+    daemon.write_config(daemon.config)
+    assert bangctl(daemon.socket, "reload").returncode == 0
+    bangctl_json(daemon.socket, "reconcile")
+    assert banned(fail2ban_server) == {"203.0.113.2", "203.0.113.3"}

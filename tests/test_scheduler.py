@@ -270,3 +270,24 @@ async def test_a_failure_to_record_state_does_not_make_the_job_spin(db: Database
     assert state is not None
     assert (state.last_state, state.failures) == ("failed", 1)
     assert state.next_run is not None and state.next_run > time.time()
+
+
+async def test_update_with_the_same_interval_keeps_a_requested_run(db: Database) -> None:
+    clock = Clock()
+    sched = Scheduler(db, clock=clock)
+    sched.add(Job("j", 3600, Counter()))
+    await sched.run_now("j")
+    sched.make_due("j")
+    sched.update(Job("j", 3600, Counter()))  # e.g. a reload that changed something else
+    state = sched.state("j")
+    assert state is not None and state.next_run == clock.now
+
+
+async def test_update_with_a_new_interval_reschedules(db: Database) -> None:
+    clock = Clock()
+    sched = Scheduler(db, clock=clock, rng=lambda: 0.0)
+    sched.add(Job("j", 3600, Counter()))
+    await sched.run_now("j")
+    sched.update(Job("j", 60, Counter()))
+    state = sched.state("j")
+    assert state is not None and state.next_run == clock.now + 60

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,8 +35,11 @@ from ..store.imports import ImportStore, SourceRow, chunked
 log = logging.getLogger(__name__)
 
 
-class Fail2ban(Protocol):
+class Banning(Protocol):
     async def ban(self, jail: str, addrs: Sequence[str]) -> int: ...
+
+
+class Fail2ban(Banning, Protocol):
     async def unban(self, jail: str, addrs: Sequence[str]) -> int: ...
     async def banned(self, jail: str) -> list[str]: ...
 
@@ -77,7 +79,6 @@ class ImportSummary:
     added: int = 0
     removed: int = 0
     invalid: int = 0
-    skipped: int = 0
     skipped_allowlist: int = 0
     skipped_reserved: int = 0
     entries: int | None = None
@@ -91,6 +92,10 @@ class ImportSummary:
     invalid_lines: list[tuple[int, str]] = field(default_factory=list)
     would_add: list[str] = field(default_factory=list)
     would_remove: list[str] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return self.skipped_allowlist + self.skipped_reserved
 
     def as_dict(self) -> dict[str, Any]:
         data = {
@@ -209,9 +214,10 @@ class Importer:
         unfinished = await self.store.unfinished(source.name)
         if unfinished and not summary.dry_run:
             # Settle a crashed run first, whatever this run then finds: rows left pending
-            # would hide the entry from other sources and from reconciliation.
+            # would hide the entry from other sources and from reconciliation. Read again
+            # under the lock: reconciliation may have settled them meanwhile.
             async with self.apply_lock:
-                await self._recover(source.name, unfinished)
+                await self._recover(source.name, await self.store.unfinished(source.name))
         shortcuts = (
             not force
             and not unfinished
@@ -240,7 +246,6 @@ class Importer:
         summary.invalid_lines = list(parsed.invalid_lines)
         summary.skipped_allowlist = parsed.skipped_allowlist
         summary.skipped_reserved = parsed.skipped_reserved
-        summary.skipped = parsed.skipped_allowlist + parsed.skipped_reserved
         summary.entries = len(parsed.entries)
         summary.content_hash = parsed.digest
         if len(parsed.entries) > source.max_entries:
@@ -305,8 +310,7 @@ class Importer:
         current = await self.store.entries_of(source.name, source.jail)
         to_add, to_remove = await asyncio.to_thread(_delta, parsed.entries, current)
         summary.added, summary.removed = len(to_add), len(to_remove)
-        summary.would_add = heapq.nsmallest(PREVIEW, to_add)
-        summary.would_remove = heapq.nsmallest(PREVIEW, to_remove)
+        summary.would_add, summary.would_remove = to_add[:PREVIEW], to_remove[:PREVIEW]
         summary.state = "would-change" if to_add or to_remove else "unchanged"
         for old_jail in await self.store.jails_of(source.name):
             if old_jail != source.jail:
@@ -359,10 +363,7 @@ class Importer:
         current = await self.store.entries_of(source.name, source.jail)
         banned = set(await self.fail2ban.banned(source.jail))
         missing = await _sorted(current - banned)
-        for batch in chunked(missing, self.batch_size):
-            # Owned first: a crash after the ban must not leave bangd's ban marked foreign.
-            await self.store.set_owned(source.jail, batch)
-            await self.fail2ban.ban(source.jail, batch)
+        await reban(self.store, self.fail2ban, source.jail, missing, self.batch_size)
         if missing:
             log.warning("source=%s jail=%s re-banned %d entries fail2ban had lost",
                         source.name, source.jail, len(missing))
@@ -410,9 +411,10 @@ class Importer:
                 )
 
     async def _remove(self, name: str, jail: str, entries: list[str]) -> int:
+        """Batch by batch: marked `removing` (so a crash is settled later), then lifted."""
         for batch in chunked(entries, self.batch_size):
             await self.store.set_state(name, jail, batch, "removing")
-        await self._withdraw(name, jail, entries, None)
+            await self._withdraw(name, jail, batch, None)
         return len(entries)
 
     async def _withdraw(
@@ -458,6 +460,16 @@ class Importer:
         await self.store.delete_source(name)
         log.info("source=%s withdrawn removed=%d", name, removed)
         return removed
+
+
+async def reban(
+    store: ImportStore, fail2ban: Banning, jail: str, entries: Sequence[str], batch_size: int
+) -> None:
+    """Ban entries fail2ban lost, as bangd's own bans. Marked owned before each ban: a
+    crash after it must not leave bangd's ban looking like someone else's."""
+    for batch in chunked(entries, batch_size):
+        await store.set_owned(jail, batch)
+        await fail2ban.ban(jail, batch)
 
 
 def _classify(

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from ..errors import Fail2banError
 from ..sources.parse import parse_blocklist, sorted_entries
-from ..store.imports import ImportStore, chunked
-from .importer import FilterSettings
+from ..store.imports import ImportStore
+from .importer import FilterSettings, reban
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,8 @@ class Reconciler:
                 missing = await asyncio.to_thread(_still_wanted, missing, settings)
             report.missing = len(missing)
             report.present = report.expected - report.missing
-            for batch in chunked(missing, self.batch_size):
-                # bangd's ban makes these entries: it may lift them later. Marked first, so
-                # a crash after the ban cannot leave them looking like someone else's.
-                await self.store.set_owned(jail, batch)
-                await self.fail2ban.ban(jail, batch)
-                report.rebanned += len(batch)
+            await reban(self.store, self.fail2ban, jail, missing, self.batch_size)
+            report.rebanned = len(missing)
         except Fail2banError as exc:
             report.error = str(exc)
         level = logging.WARNING if report.missing or report.error else logging.INFO
