@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -131,13 +132,11 @@ class Scheduler:
         if job.name in self._entries:
             raise ValueError(f"job {job.name} already scheduled")
         stored = self._stored.get(job.name)
-        state = JobState(name=job.name, interval=job.interval)
-        if stored is not None:
-            state.last_started = stored.last_started
-            state.last_finished = stored.last_finished
-            state.last_state = stored.last_state
-            state.last_error = stored.last_error
-            state.failures = stored.failures
+        state = (
+            dataclasses.replace(stored, interval=job.interval, running=False, next_run=None)
+            if stored is not None
+            else JobState(name=job.name, interval=job.interval)
+        )
         entry = _Entry(job, state)
         entry.state.next_run = self._next_run(entry)
         self._entries[job.name] = entry
@@ -165,10 +164,12 @@ class Scheduler:
         """Unschedule a job. A timer run in progress is cancelled (jobs are cancel-safe and
         record `interrupted`), so a reload or a stop never waits on a long import."""
         entry = self._entries.pop(name, None)
-        if entry is None or entry.task is None:
+        if entry is None:
             return
-        entry.task.cancel()
-        await asyncio.gather(entry.task, return_exceptions=True)
+        if entry.task is not None:
+            entry.task.cancel()
+            await asyncio.gather(entry.task, return_exceptions=True)
+        self._stored[name] = entry.state  # a job added back later resumes from here
 
     def names(self) -> list[str]:
         return list(self._entries)

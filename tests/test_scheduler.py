@@ -291,3 +291,17 @@ async def test_update_with_a_new_interval_reschedules(db: Database) -> None:
     sched.update(Job("j", 60, Counter()))
     state = sched.state("j")
     assert state is not None and state.next_run == clock.now + 60
+
+
+async def test_a_job_removed_and_added_back_resumes_from_its_latest_run(db: Database) -> None:
+    clock = Clock()
+    sched = Scheduler(db, clock=clock, rng=lambda: 0.0)
+    await sched.start()
+    sched.add(Job("j", 3600, Counter()))
+    await sched.run_now("j")
+    await sched.remove("j")
+    clock.now += 60
+    sched.add(Job("j", 3600, Counter()))
+    state = sched.state("j")
+    assert state is not None and state.next_run == clock.now - 60 + 3600
+    await sched.stop()
