@@ -241,11 +241,7 @@ class Fail2banClient:
         return reader, writer
 
     def _socket_identity(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self._socket_path)
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino, st.st_ctime_ns)
+        return socket_identity(self._socket_path)
 
     def _check_socket_owner(self) -> None:
         """Whoever owns the socket decides what bangd unpickles and bans: trust only root/us."""
@@ -283,6 +279,18 @@ class Fail2banClient:
         writer, self._reader, self._writer = self._writer, None, None
         if writer is not None:
             writer.close()
+
+
+def socket_identity(path: str) -> tuple[int, int, int] | None:
+    """The socket file's identity: a new file means fail2ban was restarted.
+
+    The change time is part of it because a new file may get the old one's inode number.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
 def check_addresses(entries: Sequence[str]) -> None:

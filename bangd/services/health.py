@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import Fail2banError
+from ..fail2ban.client import socket_identity
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +27,6 @@ class Pingable(Protocol):
     def socket_path(self) -> str: ...
 
     async def version(self) -> str: ...
-
-
-def socket_identity(path: str) -> tuple[int, int, int] | None:
-    """The socket file's identity: a new file means fail2ban was restarted.
-
-    The change time is part of it because a new file may get the old one's inode number.
-    """
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
 @dataclass
@@ -92,7 +80,7 @@ class Fail2banMonitor:
             await asyncio.gather(task, return_exceptions=True)
 
     def poke(self) -> None:
-        """Check again now (e.g. after a call to fail2ban failed)."""
+        """Check again now (e.g. after a reload pointed at another socket)."""
         self._poke.set()
 
     async def check(self) -> Fail2banHealth:
