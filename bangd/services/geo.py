@@ -109,11 +109,11 @@ class GeoService:
         """False when neither an MMDB nor ip-api is configured: only the cache answers."""
         return self._mmdb is not None or self._ipapi is not None
 
-    # -- resolving -------------------------------------------------------------------------
-
     @property
     def mmdb_corrupt(self) -> bool:
         return self._mmdb is not None and self._mmdb.corrupt
+
+    # -- resolving -------------------------------------------------------------------------
 
     async def resolve(
         self, ips: Sequence[str], *, refresh_seen: bool = True
