@@ -73,3 +73,33 @@ class ControlError(BangdError):
 
 class GeoError(BangdError):
     """A geolocation source cannot be used (bad database file, resolver service down)."""
+
+
+class ReloadRefused(ConfigError):
+    """A reload found the new config invalid; the running one is kept."""
+
+    def __str__(self) -> str:
+        return "new config refused, the running one is kept: " + "; ".join(self.problems)
+
+
+class InvalidRequest(BangdError, ValueError):
+    """What was asked for is malformed (e.g. a lookup of something that is not an address).
+
+    A ValueError too, so callers that only know the standard library still catch it.
+    """
+
+
+class UnknownSource(BangdError):
+    """No source of that name is configured (any more)."""
+
+
+class SourceDisabled(BangdError):
+    """The source is configured but `enabled: false`."""
+
+
+class UnknownJob(BangdError):
+    """No job of that name is scheduled."""
+
+
+class JobBusy(BangdError):
+    """The job is running right now and the caller did not ask to wait."""

@@ -18,20 +18,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ControlError
+from .errors import JobBusy, UnknownJob
 from .store.db import Database
 
 log = logging.getLogger(__name__)
 
-JobFunc = Callable[[], Awaitable[dict[str, Any]]]
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a run ended when it has a result worth showing either way (an import summary
+    that says `failed`): `error` set means the run counts as failed, with backoff."""
+
+    result: dict[str, Any]
+    error: str | None = None
 
 
-class JobFailed(Exception):
-    """A job's run failed but produced a result worth showing (e.g. an import summary)."""
-
-    def __init__(self, message: str, result: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.result = result
+# A plain dict is a successful run's result; raising also marks the run failed.
+JobFunc = Callable[[], Awaitable[dict[str, Any] | JobOutcome]]
 
 FIRST_RETRY = 30.0
 MAX_JITTER = 300.0
@@ -40,7 +43,8 @@ MAX_DOUBLINGS = 30  # 30 s * 2**30 is far past any interval; more would overflow
 
 @dataclass
 class Job:
-    """A named periodic task. `run` returns a summary; raising marks the run failed."""
+    """A named periodic task. `run` returns a summary, or a JobOutcome that may say the
+    run failed; raising marks the run failed too."""
 
     name: str
     interval: float
@@ -184,7 +188,7 @@ class Scheduler:
     async def run_now(
         self, name: str, func: JobFunc | None = None, *, wait: bool = False
     ) -> dict[str, Any]:
-        """Run a job at once and return its summary.
+        """Run a job at once and return its summary (a failed outcome's too).
 
         If it is already running: `busy`, or with `wait` run it again once that run ends.
         `func` replaces the job's own function for this run (e.g. a forced import) while
@@ -211,7 +215,7 @@ class Scheduler:
         """Hold a job's run slot, for work such as a dry run that must not overlap a run."""
         entry = self._entry(name)
         if entry.lock.locked() and not wait:
-            raise ControlError("busy", f"{name} is running right now; try again when it ends")
+            raise JobBusy(f"{name} is running right now; try again when it ends")
         try:
             async with entry.lock:
                 yield
@@ -221,7 +225,7 @@ class Scheduler:
     def _entry(self, name: str) -> _Entry:
         entry = self._entries.get(name)
         if entry is None:
-            raise ControlError("not_found", f"no job named {name!r}")
+            raise UnknownJob(f"no job named {name!r}")
         return entry
 
     async def stop(self, grace: float = 8.0) -> None:
@@ -275,29 +279,37 @@ class Scheduler:
                 entry.state.next_run = self.clock() + entry.job.first_retry
 
     async def _run(self, entry: _Entry, func: JobFunc | None = None) -> dict[str, Any]:
-        name, state = entry.job.name, entry.state
+        state = entry.state
         state.running = True
         state.last_started = self.clock()
         entry.rerun = False
         try:
             await self._persist(state, "running")
-            result = await (func or entry.job.run)()
+            outcome = await (func or entry.job.run)()
         except asyncio.CancelledError:
             state.last_error = "bangd stopped during this run"
             await self._finish(entry, "interrupted", shielded=True)
             raise
         except Exception as exc:
-            state.failures += 1
-            state.last_error = str(exc) or type(exc).__name__
-            await self._finish(entry, "failed")
-            log.error("job=%s state=failed failures=%d retry_in=%.0fs error=%s",
-                      name, state.failures, (state.next_run or 0) - self.clock(),
-                      state.last_error)
+            await self._failed(entry, str(exc) or type(exc).__name__)
             raise
+        if isinstance(outcome, JobOutcome):
+            if outcome.error is not None:
+                await self._failed(entry, outcome.error)
+                return outcome.result
+            outcome = outcome.result
         state.failures = 0
         state.last_error = None
         await self._finish(entry, "ok")
-        return result
+        return outcome
+
+    async def _failed(self, entry: _Entry, error: str) -> None:
+        state = entry.state
+        state.failures += 1
+        state.last_error = error
+        await self._finish(entry, "failed")
+        log.error("job=%s state=failed failures=%d retry_in=%.0fs error=%s",
+                  entry.job.name, state.failures, (state.next_run or 0) - self.clock(), error)
 
     async def _finish(self, entry: _Entry, outcome: str, *, shielded: bool = False) -> None:
         """Record how a run ended and schedule the next, even if recording fails."""

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from bangd.errors import ControlError
+from bangd.control.errors import error_reply
+from bangd.errors import JobBusy, UnknownJob
 from bangd.scheduler import Job, Scheduler
 from bangd.store.db import Database
 
@@ -105,17 +106,17 @@ async def test_a_restart_does_not_rerun_a_job_that_is_not_due(db: Database) -> N
 
 async def test_run_now_while_running_is_busy(db: Database) -> None:
     sched, held, first = await held_run(db)
-    with pytest.raises(ControlError) as info:
+    with pytest.raises(JobBusy) as info:
         await sched.run_now("j")
-    assert info.value.code == "busy"
+    assert error_reply(info.value)[0] == "busy"
     held.release.set()
     assert await first == {"runs": 1}
 
 
 async def test_run_now_of_an_unknown_job_is_not_found(db: Database) -> None:
-    with pytest.raises(ControlError) as info:
+    with pytest.raises(UnknownJob) as info:
         await Scheduler(db).run_now("nope")
-    assert info.value.code == "not_found"
+    assert error_reply(info.value)[0] == "not_found"
 
 
 async def test_failures_back_off_exponentially_up_to_the_interval(db: Database) -> None:

@@ -1,7 +1,7 @@
 """The control socket: frames requests, enforces limits and dispatches to handlers.
 
 Shaped like aiosmtpd: this class only reads lines, checks them and calls a handler from a
-`{command: handler}` table; what a command does lives with the daemon. Every guard answers
+`{command: handler}` table; what a command does lives in commands.py. Every guard answers
 with a response instead of dropping the peer silently, and one misbehaving client can never
 take the daemon down.
 """
@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BangdError, ControlError
+from ..errors import BangdError
+from .errors import error_reply
 from .protocol import MAX_LINE, encode, error_response, ok_response
 
 log = logging.getLogger(__name__)
@@ -241,12 +242,10 @@ class ControlServer:
         log.log(level, "control command=%s %s", command, peer)
         try:
             result = await handler(args, peer)
-        except ControlError as exc:
-            return error_response(request_id, exc.code, exc.message)
         except asyncio.CancelledError:
             raise
         except BangdError as exc:
-            return error_response(request_id, "internal", str(exc))
+            return error_response(request_id, *error_reply(exc))
         except Exception as exc:
             log.exception("control command=%s failed", command)
             return error_response(request_id, "internal", f"{type(exc).__name__}: {exc}")

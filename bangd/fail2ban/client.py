@@ -27,6 +27,7 @@ from bangd.errors import (
     UnknownJail,
 )
 from bangd.fail2ban.wire import CLOSE_COMMAND, END, RemoteError, decode_reply, encode_command
+from bangd.files import FileIdentity, file_identity
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Fail2banClient:
         self._lock = asyncio.Lock()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._connected_to: tuple[int, int, int] | None = None
+        self._connected_to: FileIdentity | None = None
 
     @property
     def socket_path(self) -> str:
@@ -240,8 +241,8 @@ class Fail2banClient:
         log.debug("connected to fail2ban at %s", self._socket_path)
         return reader, writer
 
-    def _socket_identity(self) -> tuple[int, int, int] | None:
-        return socket_identity(self._socket_path)
+    def _socket_identity(self) -> FileIdentity | None:
+        return file_identity(self._socket_path)
 
     def _check_socket_owner(self) -> None:
         """Whoever owns the socket decides what bangd unpickles and bans: trust only root/us."""
@@ -279,18 +280,6 @@ class Fail2banClient:
         writer, self._reader, self._writer = self._writer, None, None
         if writer is not None:
             writer.close()
-
-
-def socket_identity(path: str) -> tuple[int, int, int] | None:
-    """The socket file's identity: a new file means fail2ban was restarted.
-
-    The change time is part of it because a new file may get the old one's inode number.
-    """
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
 def check_addresses(entries: Sequence[str]) -> None:

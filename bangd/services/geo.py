@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 
 from bangd.config import GeoConfig, IpApiConfig
-from bangd.errors import GeoError
+from bangd.errors import GeoError, InvalidRequest
 from bangd.geo.ipapi import BATCH_LIMIT, IpApiClient, IpApiUnavailable
 from bangd.geo.mmdb import MmdbResolver
 from bangd.geo.model import GeoInfo
@@ -332,16 +332,16 @@ class GeoService:
     ) -> list[dict[str, Any]]:
         """`bangctl lookup`: one JSON-ready dict per distinct address, in the order given.
 
-        Raises ValueError naming the first argument that is not an IP address. Looking an
-        address up counts as seeing it (last_seen is refreshed). `sources` lists the
-        applied entries that are the address itself or a network containing it.
+        Raises InvalidRequest (a ValueError) naming the first argument that is not an IP
+        address. Looking an address up counts as seeing it (last_seen is refreshed).
+        `sources` lists the applied entries that are the address itself or a network containing it.
         `banned_in` (the daemon asks fail2ban) is called once per address; when it fails,
         `banned_in` is None and `banned_in_error` says why.
         """
         if not ips:
-            raise ValueError("lookup needs at least one IP address")
+            raise InvalidRequest("lookup needs at least one IP address")
         if len(ips) > MAX_LOOKUP:
-            raise ValueError(f"at most {MAX_LOOKUP} addresses per lookup, got {len(ips)}")
+            raise InvalidRequest(f"at most {MAX_LOOKUP} addresses per lookup, got {len(ips)}")
         addresses = list(dict.fromkeys(normalise_address(ip) for ip in ips))
         resolved = await self.resolve(addresses)
         started = time.monotonic()
@@ -383,14 +383,14 @@ class GeoService:
 def normalise_address(text: str) -> str:
     """The form bangd stores addresses in; IPv4-mapped IPv6 becomes IPv4.
 
-    Raises ValueError naming `text` when it is not a single IP address.
+    Raises InvalidRequest (a ValueError) naming `text` when it is not a single IP address.
     """
     try:
         if not isinstance(text, str):
             raise ValueError(text)
         address = ipaddress.ip_address(text.strip())
     except ValueError:
-        raise ValueError(
+        raise InvalidRequest(
             f"not an IP address: {text!r}; give single addresses like 192.0.2.1 or 2001:db8::1"
         ) from None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

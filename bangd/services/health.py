@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import Fail2banError
-from ..fail2ban.client import socket_identity
+from ..files import FileIdentity, file_identity
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Fail2banMonitor:
         self.health = Fail2banHealth()
         self._task: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
-        self._identity: tuple[int, int, int] | None = None
+        self._identity: FileIdentity | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -96,7 +96,7 @@ class Fail2banMonitor:
             self.health.reachable, self.health.error = False, str(exc)
         else:
             self.health.checked = now
-            identity = socket_identity(self.client.socket_path)
+            identity = file_identity(self.client.socket_path)
             restarted = (
                 was is True and self._identity is not None and identity != self._identity
             )

@@ -157,6 +157,12 @@ class Importer:
         self.on_banned = on_banned
         self.on_unchanged = on_unchanged
 
+    def reconfigure(self, *, batch_size: int) -> None:
+        """New `fail2ban.batch_size`, from the next batch on."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size
+
     async def run(
         self,
         source: SourceConfig,

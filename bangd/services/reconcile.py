@@ -55,6 +55,12 @@ class Reconciler:
         self.batch_size = batch_size
         self.apply_lock = apply_lock if apply_lock is not None else asyncio.Lock()
 
+    def reconfigure(self, *, batch_size: int) -> None:
+        """New `fail2ban.batch_size`, from the next batch on."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size
+
     async def run(
         self, jail: str | None = None, settings: FilterSettings | None = None
     ) -> list[JailReport]:

@@ -27,6 +27,7 @@ import aiohttp
 
 from ..config import SourceConfig
 from ..errors import FetchError
+from ..files import FileIdentity
 
 _log = logging.getLogger(__name__)
 
@@ -225,11 +226,6 @@ def _retry_after(value: str | None) -> float | None:
     if value is None or not value.strip().isdigit():
         return None
     return float(value.strip())
-
-
-def file_validator(st: os.stat_result) -> str:
-    """A validator that changes whenever the file is replaced or rewritten."""
-    return f"file:{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
 
 
 def make_session(*, connections: int = 8) -> aiohttp.ClientSession:
@@ -475,7 +471,7 @@ def _read_file(path: str, etag: str | None, max_bytes: int) -> tuple[bytes | Non
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise _BodyProblem("not a regular file: point sources[].path at a file")
-        validator = file_validator(st)
+        validator = FileIdentity.of(st).validator()
         if etag == validator:
             return None, validator
         if st.st_size > max_bytes:

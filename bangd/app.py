@@ -1,0 +1,130 @@
+"""bangd's service graph, built once from a Config and kept for the daemon's life.
+
+Every member keeps its identity across reloads: a reload tells each one its new settings
+(`App.reconfigure`) instead of replacing it, so whoever holds a member (a job, a command,
+another member) never holds a stale one. Jobs and control commands receive the App; the
+daemon only starts, serves and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from . import __version__
+from .config import Config
+from .fail2ban.link import Fail2banLink
+from .scheduler import Scheduler
+from .services.geo_runtime import GeoRuntime
+from .services.health import Fail2banHealth, Fail2banMonitor
+from .services.importer import FilterSettings, Importer
+from .services.reconcile import Reconciler
+from .sources.fetch import Fetcher, make_session
+from .store.db import Database
+from .store.geo import GeoCacheStore
+from .store.imports import ImportStore
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[], None]
+
+
+class App:
+    """The members, built by `open()` in dependency order, torn down in reverse by the
+    AsyncExitStack given to it."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        db: Database,
+        fetcher: Fetcher,
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.started_at = clock()
+        self.db = db
+        self.imports = ImportStore(db)
+        self.geo_store = GeoCacheStore(db)
+        self.fail2ban = Fail2banLink(config.fail2ban)
+        self.geo = GeoRuntime(config.geo, self.geo_store, clock=clock)
+        # One writer to fail2ban at a time: an import's unban must not race a
+        # reconciliation's re-ban of the same entry.
+        apply_lock = asyncio.Lock()
+        self.importer = Importer(
+            self.imports, self.fail2ban, fetcher,
+            batch_size=config.fail2ban.batch_size, apply_lock=apply_lock, clock=clock,
+            on_banned=self.geo.on_banned, on_unchanged=self.geo.on_unchanged,
+        )
+        self.reconciler = Reconciler(
+            self.imports, self.fail2ban,
+            batch_size=config.fail2ban.batch_size, apply_lock=apply_lock,
+        )
+        self.scheduler = Scheduler(db, clock=clock)
+        self.monitor = Fail2banMonitor(
+            self.fail2ban, on_change=self._fail2ban_changed,
+            on_recover=self._fail2ban_recovered, clock=clock,
+        )
+        self.retention_deleted = 0  # rows, since start; for metrics
+        self.last_import: str | None = None  # one line, for systemd's status
+        # Who wants to hear of a change the App cannot act on itself (kept to the jobs
+        # and the daemon, which sit above it).
+        self.on_status_change: list[Listener] = []
+        self.on_fail2ban_recover: list[Listener] = []
+
+    @classmethod
+    async def open(
+        cls,
+        config: Config,
+        stack: contextlib.AsyncExitStack,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> App:
+        """Open the database and build every member; `stack` undoes it all in reverse."""
+        db = await Database.open(config.database)
+        stack.push_async_callback(db.close)
+        log.info("database path=%s schema_version=%d", config.database, db.schema_version)
+        session = make_session()
+        stack.push_async_callback(session.close)
+        fetcher = Fetcher(session, user_agent=f"bangd/{__version__}")
+        stack.callback(fetcher.close)
+        app = cls(config, db=db, fetcher=fetcher, clock=clock)
+        stack.push_async_callback(app.fail2ban.close)
+        stack.push_async_callback(app.geo.close)
+        interrupted = await app.imports.interrupt_running(clock())
+        if interrupted:
+            log.warning("imports interrupted by the previous stop: %s; they run again now",
+                        ",".join(interrupted))
+        return app
+
+    async def reconfigure(self, new: Config) -> None:
+        """Tell each member its new settings (what needs a restart is the daemon's call)."""
+        self.config = new
+        if await self.fail2ban.reconfigure(new.fail2ban):
+            self.importer.reconfigure(batch_size=new.fail2ban.batch_size)
+            self.reconciler.reconfigure(batch_size=new.fail2ban.batch_size)
+            self.monitor.poke()
+        await self.geo.reconfigure(new.geo)
+
+    def filter_settings(self) -> FilterSettings:
+        return FilterSettings(self.config.allowlist, self.config.skip_reserved)
+
+    async def jails_in_use(self) -> list[str]:
+        """Jails the config names and jails bangd still has entries in."""
+        configured = {s.jail for s in self.config.sources}
+        return sorted(configured | set(await self.imports.jails()))
+
+    def status_changed(self) -> None:
+        for listener in self.on_status_change:
+            listener()
+
+    def _fail2ban_changed(self, health: Fail2banHealth) -> None:
+        self.status_changed()
+
+    async def _fail2ban_recovered(self) -> None:
+        for listener in self.on_fail2ban_recover:
+            listener()

@@ -1,0 +1,139 @@
+"""What `status`, `sources` and `metrics` report: read-only views over the App.
+
+Built from the database and the members' in-memory state on each request, so the figures
+are never stale and there is nothing to keep in sync.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import __version__
+from .app import App
+from .errors import Fail2banError
+from .jobs import import_job
+from .metrics import Metric
+
+
+async def status(app: App) -> dict[str, Any]:
+    now = app.clock()
+    config = app.config
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "started_at": app.started_at,
+        "uptime": now - app.started_at,
+        "config": config.path,
+        "database": {"path": app.db.path, "schema_version": app.db.schema_version},
+        "fail2ban": {"socket": config.fail2ban.socket, **app.monitor.health.as_dict()},
+        "sources": await sources(app),
+        "jails": await jail_counts(app),
+        "timers": [s.as_dict() for s in app.scheduler.states()],
+        "geo": {"resolvers": app.geo.resolver_names(), "error": app.geo.problem},
+    }
+
+
+async def jail_counts(app: App) -> list[dict[str, Any]]:
+    """fail2ban's own counts for the jails bangd uses (`status JAIL short` is cheap)."""
+    if not app.monitor.health.reachable:
+        return []
+    counts: list[dict[str, Any]] = []
+    for jail in await app.jails_in_use():
+        try:
+            status = await app.fail2ban.jail_status(jail)
+        except Fail2banError as exc:
+            counts.append({"jail": jail, "currently_banned": None, "total_banned": None,
+                           "error": str(exc)})
+        else:
+            counts.append({"jail": jail, "currently_banned": status.currently_banned,
+                           "total_banned": status.total_banned, "error": None})
+    return counts
+
+
+async def sources(app: App) -> list[dict[str, Any]]:
+    rows = {row.name: row for row in await app.imports.sources()}
+    last = await app.imports.last_runs()
+    listed = []
+    for src in app.config.sources:
+        row = rows.get(src.name)
+        run = last.get(src.name, {})
+        state = app.scheduler.state(import_job(src.name))
+        listed.append({
+            "name": src.name, "jail": src.jail, "interval": src.interval,
+            "enabled": src.enabled, "location": src.location,
+            "entries": row.entries if row is not None else 0,
+            "last_success": row.last_success if row is not None else None,
+            "last_run": run.get("finished") or run.get("started"),
+            "last_state": "running" if state is not None and state.running
+            else run.get("state"),
+            "last_error": run.get("error"),
+            "next_run": state.next_run if state is not None else None,
+        })
+    return listed
+
+
+async def cache_stats(app: App) -> dict[str, Any]:
+    stats = await app.geo.service.stats()
+    stats["retention_days"] = app.config.geo.retention_days
+    stats["resolvers"] = app.geo.resolver_names()
+    stats["error"] = app.geo.problem
+    return stats
+
+
+async def metrics(app: App) -> list[Metric]:
+    now = app.clock()
+    health = app.monitor.health
+    rows = {row.name: row for row in await app.imports.sources()}
+    last = await app.imports.last_runs()
+    entries = Metric("bangd_source_entries", "gauge", "Entries a source has applied.")
+    success = Metric("bangd_source_last_success_timestamp_seconds", "gauge",
+                     "When a source's last completed or unchanged run ended.")
+    duration = Metric("bangd_source_last_run_duration_seconds", "gauge",
+                      "How long a source's last run took.")
+    failing = Metric("bangd_source_last_run_failed", "gauge",
+                     "1 if a source's last run failed.")
+    for src in app.config.sources:
+        row, run = rows.get(src.name), last.get(src.name)
+        labels = {"source": src.name, "jail": src.jail}
+        entries.add(row.entries if row is not None else 0, **labels)
+        if row is not None and row.last_success is not None:
+            success.add(row.last_success, **labels)
+        if run is not None and run.get("finished"):
+            duration.add(run["finished"] - run["started"], **labels)
+            failing.add(1 if run["state"] == "failed" else 0, **labels)
+    runs = Metric("bangd_import_runs_total", "counter", "Import runs by source and state.")
+    for source, state, count in await app.imports.run_counts():
+        runs.add(count, source=source, state=state)
+    return [
+        Metric("bangd_info", "gauge", "bangd's version.").add(1, version=__version__),
+        Metric("bangd_start_time_seconds", "gauge", "When bangd started.").add(app.started_at),
+        Metric("bangd_uptime_seconds", "gauge", "Seconds since bangd started.").add(
+            now - app.started_at
+        ),
+        Metric("bangd_fail2ban_up", "gauge", "1 if fail2ban answers on its socket.").add(
+            1 if health.reachable else 0
+        ),
+        entries, success, duration, failing, runs,
+        _jail_metric(await jail_counts(app)),
+        *await _geo_metrics(app),
+    ]
+
+
+def _jail_metric(counts: list[dict[str, Any]]) -> Metric:
+    metric = Metric("bangd_fail2ban_jail_banned", "gauge",
+                    "Addresses fail2ban currently holds in the jails bangd uses.")
+    for jail in counts:
+        if jail["currently_banned"] is not None:
+            metric.add(jail["currently_banned"], jail=jail["jail"])
+    return metric
+
+
+async def _geo_metrics(app: App) -> list[Metric]:
+    stats = await app.geo.service.stats()
+    rows = Metric("bangd_geo_cache_rows", "gauge", "Geo cache rows, by negative or not.")
+    rows.add(stats["rows"] - stats["negative"], negative="false")
+    rows.add(stats["negative"], negative="true")
+    deleted = Metric("bangd_geo_retention_deleted_total", "counter",
+                     "Geo cache rows deleted by retention since bangd started.")
+    return [rows, deleted.add(app.retention_deleted)]
