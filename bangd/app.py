@@ -8,7 +8,6 @@ daemon only starts, serves and stops it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -18,6 +17,7 @@ from . import __version__
 from .config import Config
 from .fail2ban.link import Fail2banLink
 from .scheduler import Scheduler
+from .services.apply import Applier
 from .services.geo_runtime import GeoRuntime
 from .services.health import Fail2banHealth, Fail2banMonitor
 from .services.importer import FilterSettings, Importer
@@ -52,18 +52,14 @@ class App:
         self.geo_store = GeoCacheStore(db)
         self.fail2ban = Fail2banLink(config.fail2ban)
         self.geo = GeoRuntime(config.geo, self.geo_store, clock=clock)
-        # One writer to fail2ban at a time: an import's unban must not race a
-        # reconciliation's re-ban of the same entry.
-        apply_lock = asyncio.Lock()
+        # One apply protocol, and with it one writer to fail2ban at a time: an import's
+        # unban must not race a reconciliation's re-ban of the same entry.
+        self.applier = Applier(self.imports, self.fail2ban, batch_size=config.fail2ban.batch_size)
         self.importer = Importer(
-            self.imports, self.fail2ban, fetcher,
-            batch_size=config.fail2ban.batch_size, apply_lock=apply_lock, clock=clock,
+            self.imports, self.fail2ban, fetcher, applier=self.applier, clock=clock,
             on_banned=self.geo.on_banned, on_unchanged=self.geo.on_unchanged,
         )
-        self.reconciler = Reconciler(
-            self.imports, self.fail2ban,
-            batch_size=config.fail2ban.batch_size, apply_lock=apply_lock,
-        )
+        self.reconciler = Reconciler(self.imports, self.fail2ban, applier=self.applier)
         self.scheduler = Scheduler(db, clock=clock)
         self.monitor = Fail2banMonitor(
             self.fail2ban, on_change=self._fail2ban_changed,
@@ -105,8 +101,7 @@ class App:
         """Tell each member its new settings (what needs a restart is the daemon's call)."""
         self.config = new
         if await self.fail2ban.reconfigure(new.fail2ban):
-            self.importer.reconfigure(batch_size=new.fail2ban.batch_size)
-            self.reconciler.reconfigure(batch_size=new.fail2ban.batch_size)
+            self.applier.reconfigure(batch_size=new.fail2ban.batch_size)
             self.monitor.poke()
         await self.geo.reconfigure(new.geo)
 

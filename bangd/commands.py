@@ -115,7 +115,7 @@ class Commands:
 
     async def _banned_in(self, address: str) -> list[str]:
         app = self.app
-        return await banned_in(app.fail2ban, app.geo_store, await app.jails_in_use(), address)
+        return await banned_in(app.fail2ban, app.imports, await app.jails_in_use(), address)
 
     async def _cmd_cache_stats(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return await reports.cache_stats(self.app)

@@ -9,15 +9,9 @@ import pytest
 
 from bangd.geo.model import GeoInfo
 from bangd.store.db import Database
-from bangd.store.geo import (
-    APPLIED_MATCHES_SQL,
-    SELECT_MANY_SQL,
-    TOUCH_MANY_SQL,
-    TOUCH_SOURCE_SQL,
-    AppliedMatch,
-    CachedGeo,
-    GeoCacheStore,
-)
+from bangd.store.geo import SELECT_MANY_SQL, TOUCH_MANY_SQL, CachedGeo, GeoCacheStore
+from bangd.store.imports import APPLIED_MATCHES_SQL, AppliedMatch, ImportStore
+from bangd.store.imports import TOUCH_LISTED_SQL as TOUCH_SOURCE_SQL
 
 T0 = 1_700_000_000.0
 GOOGLE = GeoInfo("8.8.8.8", "US", "United States", 15169, "Google LLC", "mmdb", False)
@@ -113,7 +107,7 @@ async def test_touch_source_refreshes_the_addresses_that_source_lists_and_no_oth
     await add_applied(db, "bl", "8.8.8.8", "drop")
     await add_applied(db, "bl", "8.8.8.0/24", "drop")
     await add_applied(db, "bl", "9.9.9.9", "other")
-    assert await store.touch_source("drop", T0 + 60) == 1
+    assert await ImportStore(db).mark_listed_seen("drop", T0 + 60) == 1
     assert await last_seen(store, "8.8.8.8") == T0 + 60
     assert await last_seen(store, "9.9.9.9") == T0
 
@@ -145,7 +139,7 @@ async def test_applied_matches_finds_entries_in_every_jail(
     await add_applied(db, "bl", "8.8.8.8", "drop")
     await add_applied(db, "bl2", "8.8.8.0/24", "edrop")
     await add_applied(db, "bl2", "9.9.9.9", "edrop")
-    matches = await store.applied_matches(["8.8.8.8", "8.8.8.0/24", "1.1.1.1"])
+    matches = await ImportStore(db).applied_matches(["8.8.8.8", "8.8.8.0/24", "1.1.1.1"])
     assert matches == [
         AppliedMatch("bl2", "8.8.8.0/24", "edrop"),
         AppliedMatch("bl", "8.8.8.8", "drop"),

@@ -230,7 +230,7 @@ async def test_after_a_crash_pending_entries_that_arrived_are_not_sent_again(
 ) -> None:
     src = h.file_source("a", ["203.0.113.1", "203.0.113.2", "203.0.113.3"])
     # What a crash between "pending" and "applied" leaves: rows pending, one batch sent.
-    await h.store.insert_entries(
+    await h.store.record(
         "a", "bl", [("203.0.113.1", "pending", 1), ("203.0.113.2", "pending", 1)], None
     )
     await h.f2b.ban("bl", ["203.0.113.1"])
@@ -301,7 +301,7 @@ async def test_reconcile_rebans_everything_unbanned_behind_bangds_back(
 
 
 async def test_after_a_crash_an_entry_that_arrived_counts_as_bangds_own_ban(h: Harness) -> None:
-    await h.store.insert_entries("a", "bl", [("203.0.113.1", "pending", 1)], None)
+    await h.store.record("a", "bl", [("203.0.113.1", "pending", 1)], None)
     await h.f2b.ban("bl", ["203.0.113.1"])
     await h.run(h.file_source("a", ["203.0.113.1", "203.0.113.2"]))
     await h.run(h.file_source("a", ["203.0.113.2"]))
@@ -347,7 +347,7 @@ async def test_moving_to_a_jail_fail2ban_lacks_fails_and_keeps_the_old_bans(h: H
 async def test_withdrawing_from_a_jail_that_was_deleted_forgets_its_entries(
     h: Harness,
 ) -> None:
-    await h.store.insert_entries("gone", "deletedjail", [("203.0.113.1", "applied", 1)], None)
+    await h.store.record("gone", "deletedjail", [("203.0.113.1", "applied", 1)], None)
     assert await h.importer.withdraw_source("gone") == 1
     assert await h.store.jails_of("gone") == []
 
@@ -355,7 +355,7 @@ async def test_withdrawing_from_a_jail_that_was_deleted_forgets_its_entries(
 async def test_a_crashed_runs_rows_are_settled_even_when_the_next_fetch_fails(
     h: Harness,
 ) -> None:
-    await h.store.insert_entries("a", "bl", [("203.0.113.1", "pending", 1)], None)
+    await h.store.record("a", "bl", [("203.0.113.1", "pending", 1)], None)
     await h.f2b.ban("bl", ["203.0.113.1"])
     missing = SourceConfig(name="a", jail="bl", interval=3600, path=str(h.tmp / "none.txt"))
     summary = await h.run(missing)
@@ -376,8 +376,8 @@ async def test_reconcile_does_not_reban_what_the_allowlist_now_covers(h: Harness
 
 
 async def test_recover_all_settles_every_source(h: Harness) -> None:
-    await h.store.insert_entries("a", "bl", [("203.0.113.1", "pending", 1)], None)
-    await h.store.insert_entries("b", "bl", [("203.0.113.2", "pending", 1)], None)
+    await h.store.record("a", "bl", [("203.0.113.1", "pending", 1)], None)
+    await h.store.record("b", "bl", [("203.0.113.2", "pending", 1)], None)
     await h.f2b.ban("bl", ["203.0.113.2"])
     await h.importer.recover_all()
     assert await h.store.entries_of("a", "bl") == set()

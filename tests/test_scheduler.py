@@ -54,6 +54,18 @@ class HeldRun:
         return first
 
 
+class FinishWatcher(Scheduler):
+    """A scheduler that says when a run's end has been handled (recorded or not)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.finished = asyncio.Event()
+
+    async def _finish(self, entry: Any, outcome: str, *, shielded: bool = False) -> None:
+        await super()._finish(entry, outcome, shielded=shielded)
+        self.finished.set()
+
+
 async def held_run(db: Database) -> tuple[Scheduler, HeldRun, asyncio.Task[dict[str, Any]]]:
     held = HeldRun(db)
     return held.sched, held, await held.start()
@@ -261,11 +273,11 @@ async def test_remove_cancels_a_running_job_without_waiting_for_it(db: Database)
 
 
 async def test_a_failure_to_record_state_does_not_make_the_job_spin(db: Database) -> None:
-    sched = Scheduler(db)
+    sched = FinishWatcher(db)
     await sched.start()
     await db.execute("DROP TABLE job_state")  # from now on every record fails
     sched.add(Job("j", 3600, Counter()))
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(sched.finished.wait(), 5)
     await sched.stop()
     state = sched.state("j")
     assert state is not None

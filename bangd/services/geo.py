@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -37,7 +37,8 @@ from bangd.errors import GeoError, InvalidRequest
 from bangd.geo.ipapi import BATCH_LIMIT, IpApiClient, IpApiUnavailable
 from bangd.geo.mmdb import MmdbResolver
 from bangd.geo.model import GeoInfo
-from bangd.store.geo import AppliedMatch, CachedGeo, GeoCacheStore
+from bangd.store.geo import CachedGeo, GeoCacheStore
+from bangd.store.imports import AppliedMatch, ImportStore
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,13 @@ MAX_LOOKUP = 256  # addresses per lookup request: each costs ~130 key searches
 CLOSE_GRACE = 10.0  # longest wait for an MMDB chunk already running in a thread
 
 BannedIn = Callable[[str], Awaitable[list[str]]]
+
+
+class Listings(Protocol):
+    """What the import ledger knows that geo needs: which entries the sources list."""
+
+    async def applied_matches(self, entries: Sequence[str]) -> list[AppliedMatch]: ...
+    async def mark_listed_seen(self, source: str, now: float) -> int: ...
 
 
 @dataclass
@@ -86,13 +94,16 @@ class GeoService:
         clock: Callable[[], float] = time.time,
         chunk: int = DEFAULT_CHUNK,
         positive_ttl: float | None = POSITIVE_TTL,
+        listings: Listings | None = None,
     ) -> None:
-        """`positive_ttl` None keeps positive rows fresh forever."""
+        """`positive_ttl` None keeps positive rows fresh forever. `listings` defaults to
+        the import ledger in the same database."""
         if chunk < 1:
             raise ValueError("chunk must be at least 1")
         if negative_ttl < 0 or (positive_ttl is not None and positive_ttl < 0):
             raise ValueError("negative_ttl and positive_ttl must be >= 0")
         self.store = store
+        self._ledger = listings if listings is not None else ImportStore(store.db)
         self._mmdb = mmdb
         self._ipapi = ipapi
         self._negative_ttl = negative_ttl
@@ -294,7 +305,7 @@ class GeoService:
     async def _refresh_source(self, source: str) -> None:
         """Mark every cached address `source` lists as seen now; never raises."""
         try:
-            touched = await self.store.touch_source(source, self._clock())
+            touched = await self._ledger.mark_listed_seen(source, self._clock())
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -370,7 +381,7 @@ class GeoService:
         """
         covering = await asyncio.to_thread(_covering_map, addresses)
         found: dict[str, list[AppliedMatch]] = {}
-        for match in await self.store.applied_matches(list(covering)):
+        for match in await self._ledger.applied_matches(list(covering)):
             for address in covering[match.entry]:
                 found.setdefault(address, []).append(match)
         return found

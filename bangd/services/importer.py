@@ -3,17 +3,9 @@
 Idempotency rests on two records. `import_runs` says what each run saw (content hash) and
 how it ended; unchanged content is recognised from an HTTP 304, the raw bytes' digest or
 the normalised set's digest, cheapest first, and sends nothing. `applied` says which
-entries each source has in which jail, and is written in step with fail2ban:
-
-    1. rows for a batch are committed as `pending`,
-    2. the batch is sent with one `banip`,
-    3. the rows are committed as `applied`.
-
-A crash between 1 and 3 leaves `pending` rows; the next run asks fail2ban once which of
-them arrived, instead of sending them again. So no address is ever sent twice for the same
-source, and a re-run sends only what is still missing. Unbans work the same way with
-`removing`, and bangd never unbans an entry it did not ban (`owned`) or that another source
-still lists for that jail.
+entries each source has in which jail, and is written in step with fail2ban by the apply
+protocol (apply.py): so no address is ever sent twice for the same source, and a re-run
+sends only what is still missing.
 """
 
 from __future__ import annotations
@@ -22,26 +14,18 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..config import IPNetwork, SourceConfig
-from ..errors import BangdError, Fail2banError, FetchError, UnknownJail
+from ..errors import BangdError, Fail2banError, FetchError
 from ..sources.fetch import Fetched
 from ..sources.parse import ParsedList, parse_blocklist, raw_digest, sorted_entries
-from ..store.imports import ImportStore, SourceRow, chunked
+from ..store.imports import ImportStore, RunEnd, SourceRow
+from .apply import Applier, Fail2ban
 
 log = logging.getLogger(__name__)
-
-
-class Banning(Protocol):
-    async def ban(self, jail: str, addrs: Sequence[str]) -> int: ...
-
-
-class Fail2ban(Banning, Protocol):
-    async def unban(self, jail: str, addrs: Sequence[str]) -> int: ...
-    async def banned(self, jail: str) -> list[str]: ...
 
 
 class Fetch(Protocol):
@@ -143,25 +127,18 @@ class Importer:
         clock: Callable[[], float] = time.time,
         on_banned: OnBanned | None = None,
         on_unchanged: OnUnchanged | None = None,
+        applier: Applier | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        """`applier` is the daemon's shared one; without it, one is made from `fail2ban`,
+        `batch_size` and `apply_lock`."""
         self.store = store
-        self.fail2ban = fail2ban
         self.fetcher = fetcher
-        self.batch_size = batch_size
-        # One writer to fail2ban at a time: an import's unban must not race a
-        # reconciliation's re-ban of the same entry.
-        self.apply_lock = apply_lock if apply_lock is not None else asyncio.Lock()
+        self.applier = applier if applier is not None else Applier(
+            store, fail2ban, batch_size=batch_size, lock=apply_lock
+        )
         self.clock = clock
         self.on_banned = on_banned
         self.on_unchanged = on_unchanged
-
-    def reconfigure(self, *, batch_size: int) -> None:
-        """New `fail2ban.batch_size`, from the next batch on."""
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        self.batch_size = batch_size
 
     async def run(
         self,
@@ -204,12 +181,12 @@ class Importer:
         return summary
 
     async def _finish(self, summary: ImportSummary, run_id: int) -> None:
-        await self.store.finish_run(
-            run_id, state=summary.state, entries=summary.entries, added=summary.added,
-            removed=summary.removed, invalid=summary.invalid, skipped=summary.skipped,
-            finished=self.clock(), error=summary.error, content_hash=summary.content_hash,
+        await self.store.finish_run(run_id, RunEnd(
+            state=summary.state, finished=self.clock(), entries=summary.entries,
+            added=summary.added, removed=summary.removed, invalid=summary.invalid,
+            skipped=summary.skipped, error=summary.error, content_hash=summary.content_hash,
             raw_hash=summary.raw_hash,
-        )
+        ))
 
     async def _import(
         self, source: SourceConfig, settings: FilterSettings, summary: ImportSummary,
@@ -222,8 +199,8 @@ class Importer:
             # Settle a crashed run first, whatever this run then finds: rows left pending
             # would hide the entry from other sources and from reconciliation. Read again
             # under the lock: reconciliation may have settled them meanwhile.
-            async with self.apply_lock:
-                await self._recover(source.name, await self.store.unfinished(source.name))
+            async with self.applier.lock:
+                await self.applier.recover(source.name, await self.store.unfinished(source.name))
         shortcuts = (
             not force
             and not unfinished
@@ -274,7 +251,7 @@ class Importer:
         if summary.dry_run:
             await self._plan(source, parsed, summary)
             return
-        async with self.apply_lock:
+        async with self.applier.lock:
             newly_banned = await self._apply(source, parsed.entries, summary)
             if force:
                 summary.sent += await self._reapply_missing(source, summary.run_id)
@@ -322,29 +299,6 @@ class Importer:
             if old_jail != source.jail:
                 summary.removed += len(await self.store.entries_of(source.name, old_jail))
 
-    async def _recover(self, name: str, unfinished: list[tuple[str, str, str]]) -> None:
-        """Settle rows a crash left half-done, asking fail2ban once per jail."""
-        if not unfinished:
-            return
-        by_jail: dict[str, list[tuple[str, str]]] = {}
-        for jail, entry, state in unfinished:
-            by_jail.setdefault(jail, []).append((entry, state))
-        for jail, rows in by_jail.items():
-            banned = await self._banned_or_gone(jail)
-            arrived = [e for e, s in rows if s == "pending" and e in banned]
-            lost = [e for e, s in rows if s == "pending" and e not in banned]
-            removing = [e for e, s in rows if s == "removing"]
-            async with self.store.db.transaction():
-                await self.store.set_state(name, jail, arrived, "applied")
-                await self.store.delete_entries(name, jail, lost)
-            if removing:
-                await self._withdraw(name, jail, removing, banned)
-            log.warning(
-                "source=%s jail=%s recovered after an interrupted run: arrived=%d "
-                "not_arrived=%d unbans_finished=%d",
-                name, jail, len(arrived), len(lost), len(removing),
-            )
-
     async def _apply(
         self, source: SourceConfig, desired: frozenset[str], summary: ImportSummary
     ) -> list[str]:
@@ -354,154 +308,41 @@ class Importer:
         # New bans first: if the jail is missing (UnknownJail) nothing has been lifted yet,
         # and a source moving to another jail is never left with no bans at all.
         if to_add:
-            summary.sent = await self._add(name, jail, to_add, summary.run_id)
+            summary.sent = await self.applier.add(name, jail, to_add, summary.run_id)
         for old_jail in await self.store.jails_of(name):
             if old_jail != jail:
-                old = await _sorted(await self.store.entries_of(name, old_jail))
-                summary.removed += await self._remove(name, old_jail, old)
+                summary.removed += await self.applier.remove_all(name, old_jail)
         if to_remove:
-            summary.removed += await self._remove(name, jail, to_remove)
+            summary.removed += await self.applier.remove(name, jail, to_remove)
         summary.added = len(to_add)
         return [e for e in to_add if "/" not in e]
 
     async def _reapply_missing(self, source: SourceConfig, run_id: int | None) -> int:
         """--force: re-ban this source's entries that fail2ban no longer holds."""
         current = await self.store.entries_of(source.name, source.jail)
-        banned = set(await self.fail2ban.banned(source.jail))
-        missing = await _sorted(current - banned)
-        await reban(self.store, self.fail2ban, source.jail, missing, self.batch_size)
+        missing = await self.applier.missing(source.jail, current)
+        await self.applier.reban(source.jail, missing)
         if missing:
             log.warning("source=%s jail=%s re-banned %d entries fail2ban had lost",
                         source.name, source.jail, len(missing))
         return len(missing)
 
-    async def _add(self, name: str, jail: str, entries: list[str], run_id: int | None) -> int:
-        """Apply new entries; return how many were sent to fail2ban."""
-        others = await self.store.held_by_others(jail, name)
-        banned_now = await self.fail2ban.banned(jail)
-        known, to_send = await asyncio.to_thread(_classify, entries, others, banned_now)
-        if known:
-            async with self.store.db.transaction():
-                await self.store.insert_entries(name, jail, known, run_id)
-        # Pipelined: while fail2ban works on batch i, the database confirms batch i-1 and
-        # records batch i+1 as pending. Each batch is still pending before it is sent and
-        # confirmed only after fail2ban answered, so the crash-safety rule holds.
-        batches = list(chunked(to_send, self.batch_size))
-        if batches:
-            await self._bookkeep(name, jail, None, batches[0], run_id)
-        for i, batch in enumerate(batches):
-            ban = asyncio.create_task(self.fail2ban.ban(jail, batch))
-            try:
-                await self._bookkeep(
-                    name, jail, batches[i - 1] if i else None,
-                    batches[i + 1] if i + 1 < len(batches) else None, run_id,
-                )
-            finally:
-                await asyncio.wait({ban})
-            ban.result()
-        if batches:
-            await self._bookkeep(name, jail, batches[-1], None, run_id)
-        return len(to_send)
-
-    async def _bookkeep(
-        self, name: str, jail: str, confirm: Sequence[str] | None,
-        pending: Sequence[str] | None, run_id: int | None,
-    ) -> None:
-        """One commit: `confirm` becomes applied, `pending` is recorded as about to be sent."""
-        async with self.store.db.transaction():
-            if confirm:
-                await self.store.set_state(name, jail, confirm, "applied")
-            if pending:
-                await self.store.insert_entries(
-                    name, jail, ((e, "pending", 1) for e in pending), run_id
-                )
-
-    async def _remove(self, name: str, jail: str, entries: list[str]) -> int:
-        """Batch by batch: marked `removing` (so a crash is settled later), then lifted."""
-        for batch in chunked(entries, self.batch_size):
-            await self.store.set_state(name, jail, batch, "removing")
-            await self._withdraw(name, jail, batch, None)
-        return len(entries)
-
-    async def _withdraw(
-        self, name: str, jail: str, entries: Sequence[str], banned: set[str] | None
-    ) -> None:
-        """Unban `removing` entries this source held, then forget them."""
-        for batch in chunked(list(entries), self.batch_size):
-            others = await self.store.held_by_others_among(jail, name, batch)
-            owned = await self.store.owned_of(name, jail, batch)
-            lift = [
-                e for e in batch
-                if owned.get(e) and e not in others and (banned is None or e in banned)
-            ]
-            if lift:
-                try:
-                    await self.fail2ban.unban(jail, lift)
-                except UnknownJail:
-                    log.warning("source=%s jail=%s no longer exists in fail2ban; forgetting "
-                                "its %d entries there", name, jail, len(entries))
-            await self.store.delete_entries(name, jail, batch)
-
-    async def _banned_or_gone(self, jail: str) -> set[str]:
-        """What fail2ban holds in `jail`; nothing if the jail was deleted."""
-        try:
-            return set(await self.fail2ban.banned(jail))
-        except UnknownJail:
-            return set()
-
     async def recover_all(self) -> None:
         """Settle every source's half-done rows (after a crash), e.g. before reconciling."""
         for name in await self.store.sources_with_unfinished():
-            async with self.apply_lock:
-                await self._recover(name, await self.store.unfinished(name))
+            async with self.applier.lock:
+                await self.applier.recover(name, await self.store.unfinished(name))
 
     async def withdraw_source(self, name: str) -> int:
         """A source left the config: unban what only it listed, and forget it."""
         removed = 0
-        async with self.apply_lock:
-            await self._recover(name, await self.store.unfinished(name))
+        async with self.applier.lock:
+            await self.applier.recover(name, await self.store.unfinished(name))
             for jail in await self.store.jails_of(name):
-                entries = await _sorted(await self.store.entries_of(name, jail))
-                removed += await self._remove(name, jail, entries)
-        await self.store.delete_source(name)
+                removed += await self.applier.remove_all(name, jail)
+        await self.store.forget_source(name)
         log.info("source=%s withdrawn removed=%d", name, removed)
         return removed
-
-
-async def reban(
-    store: ImportStore, fail2ban: Banning, jail: str, entries: Sequence[str], batch_size: int
-) -> None:
-    """Ban entries fail2ban lost, as bangd's own bans. Marked owned before each ban: a
-    crash after it must not leave bangd's ban looking like someone else's."""
-    for batch in chunked(entries, batch_size):
-        await store.set_owned(jail, batch)
-        await fail2ban.ban(jail, batch)
-
-
-def _classify(
-    entries: list[str], others: dict[str, int], banned_now: list[str]
-) -> tuple[list[tuple[str, str, int]], list[str]]:
-    """Split new entries into rows to record as they are, and addresses to send.
-
-    An entry another source already applied to the jail inherits its ownership; one that
-    fail2ban already held (someone else's ban) is recorded as not bangd's to lift.
-    """
-    banned = set(banned_now)
-    known: list[tuple[str, str, int]] = []
-    to_send: list[str] = []
-    for entry in entries:
-        if entry in others:
-            known.append((entry, "applied", others[entry]))
-        elif entry in banned:
-            known.append((entry, "applied", 0))
-        else:
-            to_send.append(entry)
-    return known, to_send
-
-
-async def _sorted(entries: set[str]) -> list[str]:
-    """Key order for SQLite's sake (see _delta), computed off the event loop."""
-    return await asyncio.to_thread(sorted_entries, entries)
 
 
 def _delta(desired: frozenset[str], current: set[str]) -> tuple[list[str], list[str]]:

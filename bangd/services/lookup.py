@@ -6,16 +6,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..store.geo import AppliedMatch
-from .geo import covering_entries
+from .geo import Listings, covering_entries
 
 
 class Asking(Protocol):
     async def command(self, cmd: Sequence[str]) -> object: ...
-
-
-class Listings(Protocol):
-    async def applied_matches(self, entries: Sequence[str]) -> list[AppliedMatch]: ...
 
 
 async def banned_in(

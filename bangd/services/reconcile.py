@@ -10,21 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import Fail2banError
-from ..sources.parse import parse_blocklist, sorted_entries
+from ..sources.parse import parse_blocklist
 from ..store.imports import ImportStore
-from .importer import FilterSettings, reban
+from .apply import Applier, Fail2ban
+from .importer import FilterSettings
 
 log = logging.getLogger(__name__)
-
-
-class Fail2ban(Protocol):
-    async def ban(self, jail: str, addrs: Sequence[str]) -> int: ...
-    async def banned(self, jail: str) -> list[str]: ...
 
 
 @dataclass
@@ -49,17 +44,14 @@ class Reconciler:
         *,
         batch_size: int = 1000,
         apply_lock: asyncio.Lock | None = None,
+        applier: Applier | None = None,
     ) -> None:
+        """`applier` is the daemon's shared one; without it, one is made from `fail2ban`,
+        `batch_size` and `apply_lock`."""
         self.store = store
-        self.fail2ban = fail2ban
-        self.batch_size = batch_size
-        self.apply_lock = apply_lock if apply_lock is not None else asyncio.Lock()
-
-    def reconfigure(self, *, batch_size: int) -> None:
-        """New `fail2ban.batch_size`, from the next batch on."""
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        self.batch_size = batch_size
+        self.applier = applier if applier is not None else Applier(
+            store, fail2ban, batch_size=batch_size, lock=apply_lock
+        )
 
     async def run(
         self, jail: str | None = None, settings: FilterSettings | None = None
@@ -68,7 +60,7 @@ class Reconciler:
         skip_reserved now excludes is not re-banned, even before its source re-imports."""
         jails = [jail] if jail is not None else await self.store.jails()
         reports = []
-        async with self.apply_lock:
+        async with self.applier.lock:
             for name in jails:
                 reports.append(await self._jail(name, settings))
         return reports
@@ -81,13 +73,12 @@ class Reconciler:
         if not expected:
             return report
         try:
-            banned = set(await self.fail2ban.banned(jail))
-            missing = await asyncio.to_thread(sorted_entries, expected - banned)
+            missing = await self.applier.missing(jail, expected)
             if settings is not None and missing:
                 missing = await asyncio.to_thread(_still_wanted, missing, settings)
             report.missing = len(missing)
             report.present = report.expected - report.missing
-            await reban(self.store, self.fail2ban, jail, missing, self.batch_size)
+            await self.applier.reban(jail, missing)
             report.rebanned = len(missing)
         except Fail2banError as exc:
             report.error = str(exc)

@@ -1,4 +1,4 @@
-"""Queries over the geolocation cache (migration 0003) and the applied entries it serves.
+"""Queries over the geolocation cache (migration 0003).
 
 Address sets travel into SQLite as one JSON array parameter (`json_each`) rather than as
 `IN (?, ?, ...)` lists: one statement per chunk whatever its size, no parameter limit,
@@ -34,11 +34,6 @@ SELECT_MANY_SQL = (
 TOUCH_MANY_SQL = (
     "UPDATE geo_cache SET last_seen = ? WHERE ip IN (SELECT value FROM json_each(?))"
 )
-# One statement for a whole source: the subquery reads applied_by_source, and each entry
-# is then searched in geo_cache's primary key (CIDR entries simply match nothing).
-TOUCH_SOURCE_SQL = (
-    "UPDATE geo_cache SET last_seen = ? WHERE ip IN (SELECT entry FROM applied WHERE source = ?)"
-)
 # Keyset walk for retention: the next `limit` old rows after key `after`, in key order.
 # Without an index on last_seen this scans the primary key from `after`, so each chunk
 # costs about the rows it passes, not the whole table (see the migration's numbers).
@@ -47,21 +42,6 @@ OLD_CHUNK_SQL = (
     " ORDER BY ip LIMIT ?)"
 )
 DELETE_RANGE_SQL = "DELETE FROM geo_cache WHERE ip > ? AND ip <= ? AND last_seen < ?"
-# applied has no index on entry alone (its key is jail, entry, source), so the jails are
-# enumerated first with a skip-scan over the key, then each (jail, entry) is a key search.
-APPLIED_MATCHES_SQL = (
-    "WITH RECURSIVE jails(jail) AS ("
-    " SELECT (SELECT min(jail) FROM applied)"
-    " UNION ALL"
-    " SELECT (SELECT min(jail) FROM applied WHERE jail > jails.jail) FROM jails"
-    " WHERE jails.jail IS NOT NULL)"
-    " SELECT jail, entry, source FROM applied"
-    " WHERE jail IN (SELECT jail FROM jails WHERE jail IS NOT NULL)"
-    " AND entry IN (SELECT value FROM json_each(?))"
-    " ORDER BY entry, source, jail"
-)
-
-
 @dataclass(frozen=True, slots=True)
 class CachedGeo:
     """A cache row: what is known about an address, and when bangd learned and met it."""
@@ -76,15 +56,6 @@ class CachedGeo:
         """From a row of SELECT_MANY_SQL; by position, which is twice as fast as by name."""
         info = GeoInfo(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
         return cls(info, row[7], row[8], row[9])
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedMatch:
-    """One `applied` row whose entry is an address or a network asked about."""
-
-    jail: str
-    entry: str
-    source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +96,6 @@ class GeoCacheStore:
     async def get(self, ip: str) -> CachedGeo | None:
         return (await self.get_many([ip])).get(ip)
 
-    async def applied_matches(self, entries: Sequence[str]) -> list[AppliedMatch]:
-        """Applied rows whose entry is exactly one of `entries`, in any jail."""
-        if not entries:
-            return []
-        rows = await self.db.fetchall(APPLIED_MATCHES_SQL, (_json_list(entries),))
-        return [AppliedMatch(row["jail"], row["entry"], row["source"]) for row in rows]
-
     async def stats(self) -> dict[str, Any]:
         """Row counts and the last_seen range, JSON-ready (one scan of the table)."""
         totals = await self.db.fetchone(
@@ -171,12 +135,6 @@ class GeoCacheStore:
         if not ips:
             return 0
         return await self.db.execute(TOUCH_MANY_SQL, (now, _json_list(ips)))
-
-    async def touch_source(self, source: str, now: float) -> int:
-        """Set last_seen of every cached address `source` has applied, in one statement."""
-        return await self.db.execute(TOUCH_SOURCE_SQL, (now, source))
-
-    # -- retention -------------------------------------------------------------------------
 
     async def old_chunk(self, after: str, cutoff: float, limit: int) -> OldChunk:
         """The next at most `limit` rows with last_seen < cutoff and key > `after`."""

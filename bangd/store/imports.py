@@ -1,11 +1,14 @@
-"""Queries over the import tables (migration 0002): sources, import_runs, applied.
+"""The import ledger (migration 0002): sources, import_runs, applied.
 
-The importer and reconciler speak in sets of entries; this module turns those into SQL,
-in chunks small enough for SQLite's parameter limit and for the event loop.
+Every query of `applied` lives here. The importer and reconciler speak in sets of entries
+and in verbs (record pending, confirm, settle, mark removing, forget); each verb is one
+commit of its own, so no caller opens the store's transactions. Entry sets go to SQL in
+chunks small enough for SQLite's parameter limit and for the event loop.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -13,12 +16,65 @@ from typing import Any
 
 from .db import Database
 
+# applied has no index on entry alone (its key is jail, entry, source), so the jails are
+# enumerated first with a skip-scan over the key, then each (jail, entry) is a key search.
+APPLIED_MATCHES_SQL = (
+    "WITH RECURSIVE jails(jail) AS ("
+    " SELECT (SELECT min(jail) FROM applied)"
+    " UNION ALL"
+    " SELECT (SELECT min(jail) FROM applied WHERE jail > jails.jail) FROM jails"
+    " WHERE jails.jail IS NOT NULL)"
+    " SELECT jail, entry, source FROM applied"
+    " WHERE jail IN (SELECT jail FROM jails WHERE jail IS NOT NULL)"
+    " AND entry IN (SELECT value FROM json_each(?))"
+    " ORDER BY entry, source, jail"
+)
+# One statement for a whole source: the subquery reads applied_by_source, and each entry
+# is then searched in geo_cache's primary key (CIDR entries simply match nothing).
+TOUCH_LISTED_SQL = (
+    "UPDATE geo_cache SET last_seen = ? WHERE ip IN (SELECT entry FROM applied WHERE source = ?)"
+)
+
 IN_CHUNK = 500  # parameters per IN (...) list
 
 
 def chunked(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedMatch:
+    """One `applied` row whose entry is an address or a network asked about."""
+
+    jail: str
+    entry: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """An `applied` row a crash left `pending` or `removing`."""
+
+    jail: str
+    entry: str
+    state: str
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How an import run ended, as its `import_runs` row records it."""
+
+    state: str
+    finished: float
+    entries: int | None = None
+    added: int = 0
+    removed: int = 0
+    invalid: int = 0
+    skipped: int = 0
+    error: str | None = None
+    content_hash: str | None = None
+    raw_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +159,7 @@ class ImportStore:
             "SELECT name FROM sources UNION SELECT DISTINCT source FROM applied ORDER BY 1"
         )]
 
-    async def delete_source(self, name: str) -> None:
+    async def forget_source(self, name: str) -> None:
         await self.db.execute("DELETE FROM sources WHERE name = ?", (name,))
 
     # -- runs ------------------------------------------------------------------------------
@@ -118,15 +174,13 @@ class ImportStore:
             run_id = await self.db.fetchval("SELECT last_insert_rowid()")
         return int(run_id)
 
-    async def finish_run(self, run_id: int, **fields: Any) -> None:
-        allowed = {"state", "content_hash", "raw_hash", "entries", "added", "removed",
-                   "invalid", "skipped", "finished", "error"}
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ValueError(f"unknown import_runs fields: {sorted(unknown)}")
-        assignments = ", ".join(f"{key} = ?" for key in fields)
+    async def finish_run(self, run_id: int, end: RunEnd) -> None:
         await self.db.execute(
-            f"UPDATE import_runs SET {assignments} WHERE id = ?", (*fields.values(), run_id)
+            "UPDATE import_runs SET state = ?, finished = ?, entries = ?, added = ?,"
+            " removed = ?, invalid = ?, skipped = ?, error = ?, content_hash = ?,"
+            " raw_hash = ? WHERE id = ?",
+            (end.state, end.finished, end.entries, end.added, end.removed, end.invalid,
+             end.skipped, end.error, end.content_hash, end.raw_hash, run_id),
         )
 
     async def interrupt_running(self, now: float) -> list[str]:
@@ -187,13 +241,13 @@ class ImportStore:
             "SELECT DISTINCT source FROM applied WHERE state != 'applied'"
         )]
 
-    async def unfinished(self, source: str) -> list[tuple[str, str, str]]:
-        """(jail, entry, state) rows a crash left `pending` or `removing`."""
+    async def unfinished(self, source: str) -> list[Unfinished]:
+        """Rows a crash left `pending` or `removing`."""
         rows = await self.db.fetchall(
             "SELECT jail, entry, state FROM applied WHERE source = ? AND state != 'applied'",
             (source,),
         )
-        return [(r["jail"], r["entry"], r["state"]) for r in rows]
+        return [Unfinished(r["jail"], r["entry"], r["state"]) for r in rows]
 
     async def held_by_others(self, jail: str, source: str) -> dict[str, int]:
         """Entries other sources have applied to `jail`, with whether bangd owns the ban."""
@@ -231,10 +285,57 @@ class ImportStore:
             owned.update((r["entry"], r["owned"]) for r in rows)
         return owned
 
-    async def insert_entries(
+    async def record(
         self, source: str, jail: str, rows: Iterable[tuple[str, str, int]], run_id: int | None
     ) -> None:
-        """Add (entry, state, owned) rows for a source, inside the caller's transaction."""
+        """Record (entry, state, owned) rows as they are, in one commit."""
+        async with self.db.transaction():
+            await self._upsert(source, jail, rows, run_id)
+
+    async def record_pending(
+        self, source: str, jail: str, pending: Sequence[str], run_id: int | None,
+        *, confirm: Sequence[str] = (),
+    ) -> None:
+        """One commit: `pending` recorded as bangd's, about to be sent, and `confirm`
+        (the batch fail2ban has just taken) marked applied with it."""
+        async with self.db.transaction():
+            if confirm:
+                await self._set_state(source, jail, confirm, "applied")
+            if pending:
+                await self._upsert(source, jail, ((e, "pending", 1) for e in pending), run_id)
+
+    async def confirm(self, source: str, jail: str, entries: Sequence[str]) -> None:
+        """fail2ban took them: `pending` becomes `applied`."""
+        await self._set_state(source, jail, entries, "applied")
+
+    async def settle(
+        self, source: str, jail: str, *, arrived: Sequence[str], lost: Sequence[str]
+    ) -> None:
+        """After a crash, in one commit: what fail2ban holds is applied, the rest forgotten."""
+        async with self.db.transaction():
+            await self._set_state(source, jail, arrived, "applied")
+            await self.forget(source, jail, lost)
+
+    async def mark_removing(self, source: str, jail: str, entries: Sequence[str]) -> None:
+        """About to be unbanned: a crash from here on is settled by finishing the unban."""
+        await self._set_state(source, jail, entries, "removing")
+
+    async def forget(self, source: str, jail: str, entries: Sequence[str]) -> None:
+        await self.db.executemany(
+            "DELETE FROM applied WHERE jail = ? AND entry = ? AND source = ?",
+            ((jail, entry, source) for entry in entries),
+        )
+
+    async def claim(self, jail: str, entries: Sequence[str]) -> None:
+        """bangd is about to ban these itself (a re-ban): the bans become its own."""
+        await self.db.executemany(
+            "UPDATE applied SET owned = 1 WHERE jail = ? AND entry = ?",
+            ((jail, entry) for entry in entries),
+        )
+
+    async def _upsert(
+        self, source: str, jail: str, rows: Iterable[tuple[str, str, int]], run_id: int | None
+    ) -> None:
         await self.db.executemany(
             "INSERT INTO applied (jail, entry, source, state, owned, run_id)"
             " VALUES (?, ?, ?, ?, ?, ?)"
@@ -243,24 +344,12 @@ class ImportStore:
             ((jail, entry, source, state, owned, run_id) for entry, state, owned in rows),
         )
 
-    async def set_state(
+    async def _set_state(
         self, source: str, jail: str, entries: Sequence[str], state: str
     ) -> None:
         await self.db.executemany(
             "UPDATE applied SET state = ? WHERE jail = ? AND entry = ? AND source = ?",
             ((state, jail, entry, source) for entry in entries),
-        )
-
-    async def delete_entries(self, source: str, jail: str, entries: Sequence[str]) -> None:
-        await self.db.executemany(
-            "DELETE FROM applied WHERE jail = ? AND entry = ? AND source = ?",
-            ((jail, entry, source) for entry in entries),
-        )
-
-    async def set_owned(self, jail: str, entries: Sequence[str]) -> None:
-        await self.db.executemany(
-            "UPDATE applied SET owned = 1 WHERE jail = ? AND entry = ?",
-            ((jail, entry) for entry in entries),
         )
 
     async def expected(self, jail: str) -> set[str]:
@@ -273,3 +362,17 @@ class ImportStore:
         return [str(j) for j in await self.db.fetchcolumn(
             "SELECT DISTINCT jail FROM applied ORDER BY jail"
         )]
+
+    async def applied_matches(self, entries: Sequence[str]) -> list[AppliedMatch]:
+        """Applied rows whose entry is exactly one of `entries`, in any jail."""
+        if not entries:
+            return []
+        rows = await self.db.fetchall(
+            APPLIED_MATCHES_SQL, (json.dumps(list(entries), separators=(",", ":")),)
+        )
+        return [AppliedMatch(row["jail"], row["entry"], row["source"]) for row in rows]
+
+    async def mark_listed_seen(self, source: str, now: float) -> int:
+        """Every geo cache row of an address `source` lists gets last_seen = now (the
+        ledger knows what a source lists; the geo cache only what it has resolved)."""
+        return await self.db.execute(TOUCH_LISTED_SQL, (now, source))
