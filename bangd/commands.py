@@ -12,6 +12,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .control.args import Flag, Int, Text, Texts, accepts
 from .control.server import Handler, Peer
 from .errors import ConfigError, ControlError, Fail2banError
 from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
@@ -43,9 +44,11 @@ class Commands:
             "cache_cleanup": self._cmd_cache_cleanup,
         }
 
+    @accepts()
     async def _cmd_version(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return {"version": __version__}
 
+    @accepts()
     async def _cmd_reload(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         try:
             return await self.daemon.reload()
@@ -55,6 +58,7 @@ class Commands:
                 "new config refused, the running one is kept: " + "; ".join(exc.problems),
             ) from None
 
+    @accepts()
     async def _cmd_status(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         now = self.daemon.clock()
         config = self.daemon.config
@@ -91,6 +95,7 @@ class Commands:
                                "total_banned": status.total_banned, "error": None})
         return counts
 
+    @accepts()
     async def _cmd_sources(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return {"sources": await self._sources()}
 
@@ -115,12 +120,11 @@ class Commands:
             })
         return listed
 
+    @accepts(sources=Texts(), all=Flag(), force=Flag(), dry_run=Flag())
     async def _cmd_import(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        names = args.get("sources") or []
-        force, dry_run = bool(args.get("force")), bool(args.get("dry_run"))
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ControlError("invalid_argument", "sources must be a list of source names")
-        if args.get("all"):
+        names: list[str] = args["sources"]
+        force, dry_run = args["force"], args["dry_run"]
+        if args["all"]:
             names = [s.name for s in self.daemon.config.sources if s.enabled]
         if not names:
             raise ControlError("invalid_argument", "name at least one source, or all: true")
@@ -151,19 +155,13 @@ class Commands:
         except JobFailed as exc:
             return exc.result
 
+    @accepts(source=Text(), limit=Int(default=20, low=1, high=10000))
     async def _cmd_runs(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        source = args.get("source")
-        limit = args.get("limit", 20)
-        if source is not None and not isinstance(source, str):
-            raise ControlError("invalid_argument", "source must be a name")
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10000:
-            raise ControlError("invalid_argument", "limit must be an integer from 1 to 10000")
-        return {"runs": await self.daemon.imports.runs(source, limit)}
+        return {"runs": await self.daemon.imports.runs(args["source"], args["limit"])}
 
+    @accepts(jail=Text())
     async def _cmd_reconcile(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        jail = args.get("jail")
-        if jail is not None and not isinstance(jail, str):
-            raise ControlError("invalid_argument", "jail must be a name")
+        jail = args["jail"]
         # The same work as the timer's run, and recorded as one: withdrawals and crashed
         # runs are settled first, so a jail is never compared with half-done records.
         try:
@@ -173,10 +171,9 @@ class Commands:
         except JobFailed as exc:
             return exc.result
 
+    @accepts(ips=Texts(max_length=100))
     async def _cmd_lookup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        ips = args.get("ips")
-        if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
-            raise ControlError("invalid_argument", 'ips must be a list of addresses')
+        ips = args["ips"]
         try:
             results = await self.daemon.geo.lookup(ips, banned_in=self._banned_in)
         except ValueError as exc:
@@ -199,6 +196,7 @@ class Commands:
                 found.append(jail)
         return found
 
+    @accepts()
     async def _cmd_cache_stats(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         stats = await self.daemon.geo.stats()
         stats["retention_days"] = self.daemon.config.geo.retention_days
@@ -206,12 +204,14 @@ class Commands:
         stats["error"] = self.daemon.geo_problem
         return stats
 
+    @accepts(dry_run=Flag())
     async def _cmd_cache_cleanup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        dry_run = bool(args.get("dry_run"))
+        dry_run = args["dry_run"]
         if dry_run:
             return await self.daemon.retention(dry_run=True)
         return await self.daemon.scheduler.run_now(RETENTION_JOB, wait=True)
 
+    @accepts()
     async def _cmd_metrics(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return {"text": render_metrics(await self.metrics())}
 

@@ -27,7 +27,7 @@ from .control.server import ControlServer, claim_socket_path
 from .errors import BangdError, ConfigError, ControlError, Fail2banError
 from .fail2ban.client import Fail2banClient
 from .geo.ipapi import IpApiClient
-from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
+from .jobs import INTEGRITY_JOB, RECONCILE_JOB, RETENTION_JOB, import_job
 from .logs import set_level
 from .notify import Notifier, SystemdNotifier, watchdog_interval
 from .scheduler import Job, JobFailed, Scheduler
@@ -40,10 +40,17 @@ from .sources.fetch import Fetcher, make_session
 from .store.db import Database
 from .store.geo import GeoCacheStore
 from .store.imports import ImportStore
+from .store.integrity import DatabaseCorrupt, quick_check
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 7.0  # running work gets this long to reach a safe point; the unit allows 10 s
+# An existing database is checked before start for about this long: a full quick_check of a
+# 1M-row database fits; a bigger one starts with the check unfinished (logged) and the
+# integrity timer, on its own connection, checks it in the background with more time.
+INTEGRITY_BUDGET_START = 10.0
+INTEGRITY_BUDGET_TIMER = 120.0
+INTEGRITY_INTERVAL = 6 * 3600.0
 GEO_DRAIN = 1.0  # background geo warming gets this long to finish before a reload/stop
 
 
@@ -72,7 +79,9 @@ class Daemon:
         self.clock = clock
         self.started_at = clock()
         self.stopping = asyncio.Event()
+        self.hurry = asyncio.Event()  # a second stop signal: cut the grace period short
         self.reload_requested = asyncio.Event()
+        self.failure: BangdError | None = None  # why the daemon stopped itself
         self._stack = contextlib.AsyncExitStack()
         self._db: Database | None = None
         self._fail2ban: Fail2banClient | None = None
@@ -144,11 +153,20 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """start, serve, stop. The signal handlers stay for the whole run, teardown
+        included, so a second Ctrl-C hurries the stop instead of interrupting it; a reason
+        the daemon stopped itself (a damaged database) is raised at the end."""
+        self._install_signal_handlers()
         try:
-            await self.start()
-            await self.serve()
+            try:
+                await self.start()
+                await self.serve()
+            finally:
+                await self.stop()
         finally:
-            await self.stop()
+            self._remove_signal_handlers()
+        if self.failure is not None:
+            raise self.failure
 
     async def start(self) -> None:
         config = self.config
@@ -156,8 +174,9 @@ class Daemon:
         # Refuse early if another bangd is live, before touching its database.
         claim_socket_path(config.control.socket)
         self.notifier.notify("STATUS=opening database")
-        self._db = await Database.open(config.database)
+        self._db = await Database.open(config.database, integrity_budget=INTEGRITY_BUDGET_START)
         stack.push_async_callback(self._db.close)
+        self._db.on_corrupt = self._on_database_corrupt
         log.info("database path=%s schema_version=%d", config.database, self._db.schema_version)
 
         self._fail2ban = self._make_fail2ban_client(config)
@@ -191,7 +210,8 @@ class Daemon:
 
         self._scheduler = Scheduler(self._db, clock=self.clock)
         await self._scheduler.start()
-        stack.push_async_callback(self._scheduler.stop, STOP_GRACE)
+        stack.push_async_callback(functools.partial(self._scheduler.stop, STOP_GRACE,
+                                                    hurry=self.hurry))
         for job in self._jobs(config):
             self._scheduler.add(job)
 
@@ -211,9 +231,6 @@ class Daemon:
         )
         await self._control.start()
         stack.push_async_callback(self._control.stop)
-
-        self._install_signal_handlers()
-        stack.callback(self._remove_signal_handlers)
 
         watchdog = watchdog_interval()
         if watchdog is not None:
@@ -373,7 +390,29 @@ class Daemon:
         jobs.append(Job(RECONCILE_JOB, config.fail2ban.reconcile_interval, self.reconcile,
                         jitter=0.0))
         jobs.append(Job(RETENTION_JOB, config.geo.cleanup_interval, self.retention))
+        jobs.append(Job(INTEGRITY_JOB, INTEGRITY_INTERVAL, self.check_integrity))
         return jobs
+
+    async def check_integrity(self) -> dict[str, Any]:
+        """The slow timer's database check, on its own read-only connection."""
+        if self.db.checked_at_open and self.clock() - self.started_at < INTEGRITY_INTERVAL / 2:
+            return {"ok": True, "complete": True, "at_start": True}
+        report = await quick_check(self.db.path, budget=INTEGRITY_BUDGET_TIMER)
+        if not report.ok:
+            self._fail(DatabaseCorrupt(self.db.path, "; ".join(report.problems)))
+        log.info("db=%s integrity=%s took=%.2fs", self.db.path,
+                 "ok" if report.complete else "unfinished", report.took)
+        return {"ok": report.ok, "complete": report.complete, "took": round(report.took, 3)}
+
+    def _on_database_corrupt(self, exc: Exception) -> None:
+        self._fail(DatabaseCorrupt(self.db.path, str(exc)))
+
+    def _fail(self, failure: BangdError) -> None:
+        """Stop the daemon for `failure` (exit status 1): running on would lose writes."""
+        if self.failure is None:
+            self.failure = failure  # logged once, by the command line, at exit
+            self.notifier.notify(f"STATUS=stopping: {failure}"[:400])
+        self.stopping.set()
 
     async def _reschedule_jobs(self, old: Config, new: Config) -> None:
         jobs = self._jobs(new)
@@ -510,9 +549,12 @@ class Daemon:
             loop.remove_signal_handler(sig)
 
     def _on_stop_signal(self, name: str) -> None:
-        if self.stopping.is_set() and name == "SIGINT":
-            log.warning("second SIGINT: exiting at once")
-            os._exit(1)
+        if self.stopping.is_set():
+            if not self.hurry.is_set():
+                log.warning("second %s: cutting the grace period short; running work is "
+                            "cancelled at a safe point", name)
+            self.hurry.set()
+            return
         log.info("%s received: stopping", name)
         self.stopping.set()
 

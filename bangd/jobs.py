@@ -3,6 +3,7 @@ control commands that run them on request."""
 
 RECONCILE_JOB = "reconcile"
 RETENTION_JOB = "retention"
+INTEGRITY_JOB = "integrity"
 
 
 def import_job(source: str) -> str:
