@@ -39,8 +39,8 @@ class DatabaseCorrupt(BangdError):
                                               else "")
         super().__init__(
             f"database {path} is damaged ({self.detail}); bangd will not run on it and has "
-            "changed nothing: stop bangd, move the file aside and recover it as "
-            "docs/reliability.md ('A damaged database') and bangd(8) RECOVERY describe"
+            "changed nothing: stop bangd and recover the file as `man bangd` describes "
+            "under RECOVERY"
         )
 
 
