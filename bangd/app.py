@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from . import __version__
 from .config import Config
+from .errors import BangdError
 from .fail2ban.link import Fail2banLink
 from .scheduler import Scheduler
 from .services.apply import Applier
@@ -26,8 +27,14 @@ from .sources.fetch import Fetcher, make_session
 from .store.db import Database
 from .store.geo import GeoCacheStore
 from .store.imports import ImportStore
+from .store.integrity import DatabaseCorrupt
 
 log = logging.getLogger(__name__)
+
+# An existing database is checked before start for about this long: a full quick_check of a
+# 1M-row database fits; a bigger one starts with the check unfinished (logged) and the
+# integrity job, on its own connection, checks it in the background with more time.
+INTEGRITY_BUDGET_START = 10.0
 
 Listener = Callable[[], None]
 
@@ -71,6 +78,8 @@ class App:
         # and the daemon, which sit above it).
         self.on_status_change: list[Listener] = []
         self.on_fail2ban_recover: list[Listener] = []
+        self.on_failure: list[Callable[[BangdError], None]] = []  # bangd must stop
+        db.on_corrupt = self._database_corrupt
 
     @classmethod
     async def open(
@@ -81,7 +90,7 @@ class App:
         clock: Callable[[], float] = time.time,
     ) -> App:
         """Open the database and build every member; `stack` undoes it all in reverse."""
-        db = await Database.open(config.database)
+        db = await Database.open(config.database, integrity_budget=INTEGRITY_BUDGET_START)
         stack.push_async_callback(db.close)
         log.info("database path=%s schema_version=%d", config.database, db.schema_version)
         session = make_session()
@@ -112,6 +121,14 @@ class App:
         """Jails the config names and jails bangd still has entries in."""
         configured = {s.jail for s in self.config.sources}
         return sorted(configured | set(await self.imports.jails()))
+
+    def fail(self, failure: BangdError) -> None:
+        """Something below found that running on would lose data: the daemon stops."""
+        for listener in self.on_failure:
+            listener(failure)
+
+    def _database_corrupt(self, exc: Exception) -> None:
+        self.fail(DatabaseCorrupt(self.db.path, str(exc)))
 
     def status_changed(self) -> None:
         for listener in self.on_status_change:

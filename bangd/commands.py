@@ -15,6 +15,7 @@ from typing import Any
 
 from . import __version__, jobs, reports
 from .app import App
+from .control.args import Flag, Int, Text, Texts, accepts
 from .control.server import Handler, Peer
 from .errors import ControlError, SourceDisabled, UnknownSource
 from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
@@ -44,25 +45,28 @@ class Commands:
             "cache_cleanup": self._cmd_cache_cleanup,
         }
 
+    @accepts()
     async def _cmd_version(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return {"version": __version__}
 
+    @accepts()
     async def _cmd_reload(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return await self._reload()
 
+    @accepts()
     async def _cmd_status(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return await reports.status(self.app)
 
+    @accepts()
     async def _cmd_sources(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return {"sources": await reports.sources(self.app)}
 
+    @accepts(sources=Texts(), all=Flag(), force=Flag(), dry_run=Flag())
     async def _cmd_import(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        names = args.get("sources") or []
-        force, dry_run = bool(args.get("force")), bool(args.get("dry_run"))
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ControlError("invalid_argument", "sources must be a list of source names")
+        names: list[str] = args["sources"]
+        force, dry_run = args["force"], args["dry_run"]
         config = self.app.config
-        if args.get("all"):
+        if args["all"]:
             names = [s.name for s in config.sources if s.enabled]
         if not names:
             raise ControlError("invalid_argument", "name at least one source, or all: true")
@@ -89,41 +93,36 @@ class Commands:
                                 trigger="manual")
         return await self.app.scheduler.run_now(job, run, wait=True)
 
+    @accepts(source=Text(), limit=Int(default=20, low=1, high=10000))
     async def _cmd_runs(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        source = args.get("source")
-        limit = args.get("limit", 20)
-        if source is not None and not isinstance(source, str):
-            raise ControlError("invalid_argument", "source must be a name")
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10000:
-            raise ControlError("invalid_argument", "limit must be an integer from 1 to 10000")
-        return {"runs": await self.app.imports.runs(source, limit)}
+        return {"runs": await self.app.imports.runs(args["source"], args["limit"])}
 
+    @accepts(jail=Text())
     async def _cmd_reconcile(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        jail = args.get("jail")
-        if jail is not None and not isinstance(jail, str):
-            raise ControlError("invalid_argument", "jail must be a name")
+        jail = args["jail"]
         # The same work as the timer's run, and recorded as one.
         run = functools.partial(jobs.reconcile, self.app, jail)
         return await self.app.scheduler.run_now(RECONCILE_JOB, run, wait=True)
 
+    @accepts(ips=Texts(max_length=100))
     async def _cmd_lookup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        ips = args.get("ips")
-        if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
-            raise ControlError("invalid_argument", 'ips must be a list of addresses')
-        results = await self.app.geo.service.lookup(ips, banned_in=self._banned_in)
+        results = await self.app.geo.service.lookup(args["ips"], banned_in=self._banned_in)
         return {"results": results}
 
     async def _banned_in(self, address: str) -> list[str]:
         app = self.app
         return await banned_in(app.fail2ban, app.imports, await app.jails_in_use(), address)
 
+    @accepts()
     async def _cmd_cache_stats(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return await reports.cache_stats(self.app)
 
+    @accepts(dry_run=Flag())
     async def _cmd_cache_cleanup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        if bool(args.get("dry_run")):
+        if args["dry_run"]:
             return await jobs.retention(self.app, dry_run=True)
         return await self.app.scheduler.run_now(RETENTION_JOB, wait=True)
 
+    @accepts()
     async def _cmd_metrics(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return {"text": render_metrics(await reports.metrics(self.app))}

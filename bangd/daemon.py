@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from .app import App
 from .commands import Commands
 from .config import Config, load_config
 from .control.server import ControlServer, claim_socket_path
-from .errors import ConfigError, ReloadRefused
+from .errors import BangdError, ConfigError, ReloadRefused
 from .logs import set_level
 from .notify import Notifier, SystemdNotifier, watchdog_interval
 
@@ -43,7 +44,9 @@ class Daemon:
         self.notifier: Notifier = notifier if notifier is not None else SystemdNotifier()
         self.clock = clock
         self.stopping = asyncio.Event()
+        self.hurry = asyncio.Event()  # a second stop signal: cut the grace period short
         self.reload_requested = asyncio.Event()
+        self.failure: BangdError | None = None  # why the daemon stopped itself
         self.app: App | None = None
         self._stack = contextlib.AsyncExitStack()
         self._reload_lock = asyncio.Lock()
@@ -52,11 +55,20 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """start, serve, stop. The signal handlers stay for the whole run, teardown
+        included, so a second Ctrl-C hurries the stop instead of interrupting it; a reason
+        the daemon stopped itself (a damaged database) is raised at the end."""
+        self._install_signal_handlers()
         try:
-            await self.start()
-            await self.serve()
+            try:
+                await self.start()
+                await self.serve()
+            finally:
+                await self.stop()
         finally:
-            await self.stop()
+            self._remove_signal_handlers()
+        if self.failure is not None:
+            raise self.failure
 
     async def start(self) -> None:
         config = self.config
@@ -66,9 +78,11 @@ class Daemon:
         self.notifier.notify("STATUS=opening database")
         app = self.app = await App.open(config, stack, clock=self.clock)
         app.on_status_change.append(self.update_status)
+        app.on_failure.append(self._fail)
 
         await app.scheduler.start()
-        stack.push_async_callback(app.scheduler.stop, STOP_GRACE)
+        stack.push_async_callback(functools.partial(app.scheduler.stop, STOP_GRACE,
+                                                    hurry=self.hurry))
         jobs.schedule(app)
         app.monitor.start()
         stack.push_async_callback(app.monitor.stop)
@@ -82,9 +96,6 @@ class Daemon:
         )
         await control.start()
         stack.push_async_callback(control.stop)
-
-        self._install_signal_handlers()
-        stack.callback(self._remove_signal_handlers)
 
         watchdog = watchdog_interval()
         if watchdog is not None:
@@ -195,10 +206,20 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
+    def _fail(self, failure: BangdError) -> None:
+        """Stop the daemon for `failure` (exit status 1): running on would lose writes."""
+        if self.failure is None:
+            self.failure = failure  # logged once, by the command line, at exit
+            self.notifier.notify(f"STATUS=stopping: {failure}"[:400])
+        self.stopping.set()
+
     def _on_stop_signal(self, name: str) -> None:
-        if self.stopping.is_set() and name == "SIGINT":
-            log.warning("second SIGINT: exiting at once")
-            os._exit(1)
+        if self.stopping.is_set():
+            if not self.hurry.is_set():
+                log.warning("second %s: cutting the grace period short; running work is "
+                            "cancelled at a safe point", name)
+            self.hurry.set()
+            return
         log.info("%s received: stopping", name)
         self.stopping.set()
 

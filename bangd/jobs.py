@@ -19,11 +19,15 @@ from .errors import Fail2banError, UnknownSource
 from .scheduler import Job, JobOutcome
 from .services.importer import ImportSummary
 from .services.retention import run_retention
+from .store.integrity import DatabaseCorrupt, quick_check
 
 log = logging.getLogger(__name__)
 
 RECONCILE_JOB = "reconcile"
 RETENTION_JOB = "retention"
+INTEGRITY_JOB = "integrity"
+INTEGRITY_INTERVAL = 6 * 3600.0
+INTEGRITY_BUDGET_TIMER = 120.0
 
 
 def import_job(source: str) -> str:
@@ -91,8 +95,23 @@ async def retention(app: App, *, dry_run: bool = False) -> dict[str, Any]:
     return result
 
 
+async def check_integrity(app: App) -> dict[str, Any]:
+    """The slow timer's database check, on its own read-only connection; a damaged
+    database stops the daemon (running on would lose writes)."""
+    db = app.db
+    if db.checked_at_open and app.clock() - app.started_at < INTEGRITY_INTERVAL / 2:
+        return {"ok": True, "complete": True, "at_start": True}
+    report = await quick_check(db.path, budget=INTEGRITY_BUDGET_TIMER)
+    if not report.ok:
+        app.fail(DatabaseCorrupt(db.path, "; ".join(report.problems)))
+    log.info("db=%s integrity=%s took=%.2fs", db.path,
+             "ok" if report.complete else "unfinished", report.took)
+    return {"ok": report.ok, "complete": report.complete, "took": round(report.took, 3)}
+
+
 def jobs_for(app: App, config: Config) -> list[Job]:
-    """Every job `config` asks for: one import per enabled source, reconcile, retention."""
+    """Every job `config` asks for: one import per enabled source, reconcile, retention,
+    the database's integrity check."""
     jobs = [
         Job(import_job(src.name), src.interval, functools.partial(import_source, app, src.name))
         for src in config.sources if src.enabled
@@ -101,6 +120,7 @@ def jobs_for(app: App, config: Config) -> list[Job]:
                     functools.partial(reconcile, app), jitter=0.0))
     jobs.append(Job(RETENTION_JOB, config.geo.cleanup_interval,
                     functools.partial(retention, app)))
+    jobs.append(Job(INTEGRITY_JOB, INTEGRITY_INTERVAL, functools.partial(check_integrity, app)))
     return jobs
 
 

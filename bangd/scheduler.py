@@ -228,16 +228,25 @@ class Scheduler:
             raise UnknownJob(f"no job named {name!r}")
         return entry
 
-    async def stop(self, grace: float = 8.0) -> None:
-        """Stop all timers; running jobs get `grace` seconds to reach a safe point."""
+    async def stop(self, grace: float = 8.0, *, hurry: asyncio.Event | None = None) -> None:
+        """Stop all timers; running jobs get `grace` seconds to reach a safe point, cut
+        short when `hurry` is set (a second Ctrl-C). Jobs still running are then cancelled,
+        which they survive consistently (their transactions roll back)."""
         self._stopping = True
         tasks = [e.task for e in self._entries.values() if e.task is not None]
         for entry in self._entries.values():
             entry.wake.set()
         if not tasks:
             return
-        _, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
+        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(asyncio.wait(tasks))}
+        if hurry is not None:
+            waiters.add(asyncio.ensure_future(hurry.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 

@@ -96,8 +96,7 @@ async def test_not_json_is_bad_request_and_the_connection_stays_usable(
 
 @pytest.mark.parametrize(
     "raw",
-    [b"[1, 2]\n", b'{"id": 1}\n', b'{"id": 1, "command": 5}\n',
-     b'{"id": 1, "command": "echo", "args": [1]}\n'],
+    [b"[1, 2]\n", b'{"id": 1}\n', b'{"id": 1, "command": 5}\n'],
 )
 async def test_wrong_shape_is_bad_request(
     server: tuple[ControlServer, Recorder], raw: bytes
@@ -220,3 +219,84 @@ async def test_deeply_nested_json_is_bad_request(server: tuple[ControlServer, Re
     reply = await ask(conn, b"[" * 30000 + b"]" * 30000 + b"\n")
     assert reply["error"] == {"code": "bad_request", "message": "JSON nested too deeply"}
     assert (await ask(conn, b'{"id": 2, "command": "echo"}\n'))["ok"] is True
+
+
+@pytest.mark.parametrize("args", [b"[1]", b"null", b'"x"', b"3"])
+async def test_args_that_are_not_an_object_are_invalid_argument(
+    server: tuple[ControlServer, Recorder], args: bytes
+) -> None:
+    reply = await ask(await connect(server[0].path),
+                      b'{"id": 1, "command": "echo", "args": ' + args + b"}\n")
+    assert reply["id"] == 1
+    assert reply["error"]["code"] == "invalid_argument"
+
+
+@pytest.mark.parametrize("raw_id", [b"1", b"-2.5", b'"a\\u00e9"', b"true", b"null",
+                                    b"1" * 4000])
+async def test_any_json_scalar_id_is_echoed(
+    server: tuple[ControlServer, Recorder], raw_id: bytes
+) -> None:
+    line = b'{"id": ' + raw_id + b', "command": "echo"}\n'
+    reader, writer = await connect(server[0].path)
+    writer.write(line)
+    await writer.drain()
+    reply_line = await asyncio.wait_for(reader.readline(), 5)
+    assert json.loads(reply_line)["id"] == json.loads(raw_id)
+    assert b"NaN" not in reply_line
+
+
+@pytest.mark.parametrize(
+    "raw_id",
+    [b'"\\ud800"', b"NaN", b"Infinity", b"-Infinity", b"1e400", b"[1]", b'{"a": 1}',
+     b"1" * 4400],
+)
+async def test_an_id_that_cannot_be_echoed_gets_bad_request_and_the_connection_stays(
+    server: tuple[ControlServer, Recorder], raw_id: bytes
+) -> None:
+    conn = await connect(server[0].path)
+    reader, writer = conn
+    writer.write(b'{"id": ' + raw_id + b', "command": "echo"}\n')
+    await writer.drain()
+    reply_line = await asyncio.wait_for(reader.readline(), 5)
+    reply = json.loads(reply_line, parse_constant=lambda c: pytest.fail(f"{c} in reply"))
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == "bad_request"
+    assert reply["id"] is None
+    assert (await ask(conn, b'{"id": 2, "command": "echo"}\n'))["ok"] is True
+
+
+async def test_a_lone_surrogate_in_args_is_answered_not_dropped(
+    server: tuple[ControlServer, Recorder],
+) -> None:
+    conn = await connect(server[0].path)
+    reply = await ask(conn, b'{"id": 1, "command": "echo", "args": {"s": "\\udc80"}}\n')
+    assert reply == {"id": 1, "ok": False, "error": {
+        "code": "bad_request",
+        "message": "the answer would echo text that is not valid Unicode"}}
+
+
+async def test_line_limit_is_exact(server: tuple[ControlServer, Recorder]) -> None:
+    def line_of(size: int) -> bytes:
+        head, tail = b'{"id": 1, "command": "echo", "args": {"x": "', b'"}}'
+        return head + b"a" * (size - len(head) - len(tail)) + tail
+
+    limit = server[0].max_line
+    assert len(line_of(limit)) == limit
+    at_limit = await ask(await connect(server[0].path), line_of(limit) + b"\n")
+    assert at_limit["ok"] is True
+    over = await ask(await connect(server[0].path), line_of(limit + 1) + b"\n")
+    assert over["error"]["code"] == "bad_request"
+
+
+async def test_a_burst_of_300_clients_connecting_at_once_is_served(
+    server: tuple[ControlServer, Recorder],
+) -> None:
+    async def one(n: int) -> dict[str, Any]:
+        conn = await connect(server[0].path)
+        try:
+            return await ask(conn, json.dumps({"id": n, "command": "echo"}).encode() + b"\n")
+        finally:
+            conn[1].close()
+
+    replies = await asyncio.gather(*(one(n) for n in range(300)))
+    assert sorted(r["id"] for r in replies) == list(range(300))

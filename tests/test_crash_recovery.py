@@ -47,12 +47,18 @@ def wait_until(predicate: object, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
+@pytest.mark.parametrize(
+    ("stop_signal", "twice"),
+    [(signal.SIGKILL, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["kill", "term", "int-int"],
+)
 def test_stopped_mid_import_then_restarted_applies_exactly_the_list_and_sends_nothing_twice(
-    workdir: str, private_fail2ban: PrivateFail2banFactory, stop_signal: signal.Signals
+    workdir: str, private_fail2ban: PrivateFail2banFactory, stop_signal: signal.Signals,
+    twice: bool,
 ) -> None:
     """SIGKILL: bangd dies anywhere. SIGTERM: bangd must exit 0 within 10 s, leaving the run
-    `interrupted` at a safe point. Either way the restart finishes the job exactly."""
+    `interrupted` at a safe point. A second Ctrl-C cuts the grace period short and still
+    exits 0 cleanly. Either way the restart finishes the job exactly."""
     server = private_fail2ban(jails=("bl",), loglevel="NOTICE")
     addresses = public_ipv4(ENTRIES)
     list_path = Path(workdir) / "big.txt"
@@ -70,14 +76,21 @@ def test_stopped_mid_import_then_restarted_applies_exactly_the_list_and_sends_no
         # Early, so that under SIGTERM the rest outlasts the grace period most of the time.
         wait_until(lambda: currently_banned(server) >= ENTRIES // 20, 120, "5% banned")
         first.signal(stop_signal)
-        code = first.wait_exit(10)
-        if stop_signal == signal.SIGTERM:
+        if twice:
+            wait_until(lambda: "received: stopping" in first.log_text(), 10, "the first stop")
+            first.signal(stop_signal)
+            # Well inside the 7 s grace the first signal alone would have granted.
+            code = first.wait_exit(4)
+        else:
+            code = first.wait_exit(10)
+        if stop_signal != signal.SIGKILL:
             assert code == 0, first.log_text()[-2000:]
+            assert "Traceback" not in first.log_text()
     finally:
         first.close()
     at_kill = currently_banned(server)
-    if stop_signal == signal.SIGKILL:
-        assert 0 < at_kill < ENTRIES, "the kill must land in the middle of the import"
+    if stop_signal == signal.SIGKILL or twice:
+        assert 0 < at_kill < ENTRIES, "the stop must land in the middle of the import"
     else:  # within its grace period, bangd may have finished the import before exiting
         assert 0 < at_kill <= ENTRIES
     time.sleep(3.5)  # a resend from here on would be logged as "already banned"
@@ -95,7 +108,7 @@ def test_stopped_mid_import_then_restarted_applies_exactly_the_list_and_sends_no
 
         wait_until(finished, 240, "the import to finish after the restart")
         states = [r["state"] for r in reversed(runs)]
-        if stop_signal == signal.SIGKILL:
+        if stop_signal == signal.SIGKILL or twice:
             assert states == ["interrupted", "completed"], json.dumps(runs, indent=1)
         else:  # finished within the grace period, or interrupted and finished after restart
             assert states in (["interrupted", "completed"], ["completed"]), (

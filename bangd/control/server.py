@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
-import json
 import logging
 import os
 import socket
@@ -23,7 +22,14 @@ from typing import Any
 
 from ..errors import BangdError
 from .errors import error_reply
-from .protocol import MAX_LINE, encode, error_response, ok_response
+from .protocol import (
+    MAX_LINE,
+    decode_request,
+    encode_reply,
+    error_response,
+    id_problem,
+    ok_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,10 @@ class Peer:
 
 
 Handler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
+
+# Pending connections the kernel queues before accept(): a burst of 200 `bangctl` calls
+# (a monitoring fan-out, a shell loop) overflowed the default 100 and clients got EAGAIN.
+LISTEN_BACKLOG = 1024
 
 READ_ONLY_COMMANDS = frozenset(
     {"status", "version", "sources", "runs", "lookup", "cache_stats", "metrics"}
@@ -124,7 +134,8 @@ class ControlServer:
         old_umask = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(
-                self._on_connect, path=self.path, limit=self.max_line + 1
+                self._on_connect, path=self.path, limit=self.max_line,
+                backlog=LISTEN_BACKLOG,
             )
         finally:
             os.umask(old_umask)
@@ -197,13 +208,13 @@ class ControlServer:
             except asyncio.IncompleteReadError:
                 return
             except (asyncio.LimitOverrunError, ValueError):
-                writer.write(encode(error_response(
+                writer.write(encode_reply(error_response(
                     None, "bad_request", f"request line longer than {self.max_line} bytes"
                 )))
                 await writer.drain()
                 return
             response = await self._respond(line, peer)
-            writer.write(encode(response))
+            writer.write(encode_reply(response))
             try:
                 async with asyncio.timeout(self.idle_timeout):
                     await writer.drain()  # a client that never reads is dropped
@@ -213,22 +224,23 @@ class ControlServer:
 
     async def _respond(self, line: bytes, peer: Peer) -> dict[str, Any]:
         try:
-            request = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return error_response(None, "bad_request", f"not JSON: {exc}")
-        except RecursionError:
-            return error_response(None, "bad_request", "JSON nested too deeply")
-        if not isinstance(request, dict):
-            return error_response(None, "bad_request", "a request is a JSON object")
+            request = decode_request(line)
+        except ValueError as exc:
+            return error_response(None, "bad_request", str(exc))
         request_id = request.get("id")
+        problem = id_problem(request_id)
+        if problem is not None:
+            return error_response(None, "bad_request", problem)
         command = request.get("command")
-        args = request.get("args", {})
-        if args is None:
-            args = {}
-        if not isinstance(command, str) or not isinstance(args, dict):
+        if not isinstance(command, str):
             return error_response(
                 request_id, "bad_request",
                 'expected {"id": ..., "command": "<name>", "args": {...}}',
+            )
+        args = request.get("args", {})
+        if not isinstance(args, dict):
+            return error_response(
+                request_id, "invalid_argument", "args must be an object of named arguments"
             )
         handler = self.handlers.get(command)
         if handler is None:

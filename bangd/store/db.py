@@ -28,13 +28,14 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
 import aiosqlite
 
 from bangd.errors import MigrationError
+from bangd.store.integrity import is_corruption, quick_check, raise_if_damaged
 from bangd.store.migrate import (
     Migration,
     applied_version,
@@ -81,24 +82,43 @@ class Database:
         self._active: _Transaction | None = None
         self._schema_version = 0
         self._closed = False
+        # Called once with the error when a statement reports the file damaged
+        # (SQLITE_CORRUPT/NOTADB): the daemon stops rather than limp on with lost writes.
+        self.on_corrupt: Callable[[sqlite3.DatabaseError], None] | None = None
+        self.corrupt: sqlite3.DatabaseError | None = None
+        self.checked_at_open = False  # a complete integrity check passed before opening
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @classmethod
     async def open(
-        cls, path: str, *, migrate: bool = True, backup_dir: str | None = None
+        cls,
+        path: str,
+        *,
+        migrate: bool = True,
+        backup_dir: str | None = None,
+        integrity_budget: float | None = None,
     ) -> Database:
         """Open (creating if missing) and migrate the database at ``path``.
 
         An existing file is never deleted or recreated: anything unexpected raises
-        MigrationError and leaves the file as it was.
+        MigrationError and leaves the file as it was. With ``integrity_budget`` an existing
+        file is first checked for damage (DatabaseCorrupt), for about that many seconds.
         """
         path = os.fspath(path)
+        checked = False
         if path != ":memory:":
             await asyncio.to_thread(_ensure_parent_dir, path)
+            if integrity_budget is not None and await asyncio.to_thread(_has_content, path):
+                report = await quick_check(path, budget=integrity_budget)
+                raise_if_damaged(path, report)
+                log.info("db=%s integrity=%s took=%.2fs", path,
+                         "ok" if report.complete else "unfinished", report.took)
+                checked = report.complete
         conn = await _connect(path)
         try:
             db = cls(conn, path, backup_dir=backup_dir)
+            db.checked_at_open = checked
             await db._configure()
             if migrate:
                 await db.migrate()
@@ -191,11 +211,12 @@ class Database:
         and far faster than one autocommit per row.
         """
         async with self.transaction():
-            cursor = await self._conn.executemany(sql, seq_of_params)
-            try:
-                return int(cursor.rowcount)
-            finally:
-                await cursor.close()
+            with self._watch():
+                cursor = await self._conn.executemany(sql, seq_of_params)
+                try:
+                    return int(cursor.rowcount)
+                finally:
+                    await cursor.close()
 
     def transaction(self) -> AbstractAsyncContextManager[None]:
         """``async with db.transaction():`` BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error.
@@ -254,14 +275,16 @@ class Database:
     # -- reads -----------------------------------------------------------------------------
 
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        cursor = await self._conn.execute(sql, params)
-        try:
-            return await cursor.fetchone()
-        finally:
-            await cursor.close()
+        with self._watch():
+            cursor = await self._conn.execute(sql, params)
+            try:
+                return await cursor.fetchone()
+            finally:
+                await cursor.close()
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        return list(await self._conn.execute_fetchall(sql, params))
+        with self._watch():
+            return list(await self._conn.execute_fetchall(sql, params))
 
     async def fetchval(self, sql: str, params: Params = ()) -> Any:
         """The first column of the first row, or None when there is no row."""
@@ -270,7 +293,8 @@ class Database:
 
     async def fetchcolumn(self, sql: str, params: Params = ()) -> list[Any]:
         """The first column of every row: for reading big entry sets without dicts."""
-        return [row[0] for row in await self._conn.execute_fetchall(sql, params)]
+        with self._watch():
+            return [row[0] for row in await self._conn.execute_fetchall(sql, params)]
 
     # -- internals -------------------------------------------------------------------------
 
@@ -278,11 +302,25 @@ class Database:
         return self._active is not None and _current_transaction.get() is self._active
 
     async def _execute_now(self, sql: str, params: Params) -> int:
-        cursor = await self._conn.execute(sql, params)
+        with self._watch():
+            cursor = await self._conn.execute(sql, params)
+            try:
+                return int(cursor.rowcount)
+            finally:
+                await cursor.close()
+
+    @contextmanager
+    def _watch(self) -> Iterator[None]:
+        """Report the first statement that finds the file damaged; re-raise every error."""
         try:
-            return int(cursor.rowcount)
-        finally:
-            await cursor.close()
+            yield
+        except sqlite3.DatabaseError as exc:
+            if self.corrupt is None and is_corruption(exc):
+                self.corrupt = exc
+                log.error("db=%s damaged: %s", self.path, exc)
+                if self.on_corrupt is not None:
+                    self.on_corrupt(exc)
+            raise
 
 
 async def _connect(path: str) -> aiosqlite.Connection:
@@ -293,6 +331,13 @@ async def _connect(path: str) -> aiosqlite.Connection:
             f"cannot open database {path}: {exc}: check that the path is a file and that "
             "bangd may read and write it and its directory"
         ) from exc
+
+
+def _has_content(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
 
 
 def _ensure_parent_dir(path: str) -> None:
