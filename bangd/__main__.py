@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli.daemon import main
+from .cli.bangd_main import main
 
 sys.exit(main())

@@ -21,6 +21,7 @@ import yaml
 from .errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/bangd/config.yaml"
+DEFAULT_CONTROL_SOCKET = "/run/bangd/bangd.sock"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -34,14 +35,14 @@ _SIZE_UNITS = {
     "g": 1024**3, "gb": 1000**3, "gib": 1024**3,
 }
 _SOURCE_NAME_RE = re.compile(r"[a-z0-9_-]+")
-_JAIL_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")  # never a leading '-': an option
+JAIL_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")  # never a leading '-': an option
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with its terminating NUL
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
 class ControlConfig:
-    socket: str = "/run/bangd/bangd.sock"
+    socket: str = DEFAULT_CONTROL_SOCKET
     mode: int = 0o660
     group: str | None = None
     idle_timeout: float = 300.0
@@ -267,7 +268,7 @@ def _log_level(value: object) -> str:
 
 def _jail(value: object) -> str:
     text = _nonempty_str(value)
-    if not _JAIL_RE.fullmatch(text):
+    if not JAIL_NAME.fullmatch(text):
         raise ValueError("a fail2ban jail name (letters, digits, _ . -; not starting with -)")
     return text
 

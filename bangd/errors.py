@@ -63,7 +63,8 @@ class FetchError(BangdError):
 
 
 class ControlError(BangdError):
-    """An error answered on the control socket; `code` is one of SPEC.md's error codes."""
+    """An error answered on the control socket; `code` is one of the protocol's error codes
+    (README, Interface)."""
 
     def __init__(self, code: str, message: str) -> None:
         self.code = code

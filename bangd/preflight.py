@@ -8,23 +8,21 @@ daemon anyway (a control.group that does not exist) is a problem.
 
 from __future__ import annotations
 
-import grp
 import os
 
 from .config import Config
-from .errors import GeoError
+from .control.server import control_group_id
+from .errors import BangdError, GeoError
 from .geo.mmdb import MmdbResolver
 
 
 def problems_for(config: Config) -> list[str]:
     """What keeps bangd from starting at all, though the file itself is valid."""
     found: list[str] = []
-    if config.control.group is not None:
-        try:
-            grp.getgrnam(config.control.group)
-        except KeyError:
-            found.append(f"control.group: no group {config.control.group!r} on this system; "
-                         "create it (groupadd) or set control.group: null")
+    try:
+        control_group_id(config.control.group)
+    except BangdError as exc:
+        found.append(str(exc))
     return [f"{config.path}: {text}" for text in found]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bangd.cli.daemon import main as bangd_main
+from bangd.cli.bangd_main import main as bangd_main
 from bangd.config import load_config, parse_config, parse_duration, parse_size
 from bangd.errors import ConfigError
 

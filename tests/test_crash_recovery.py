@@ -2,7 +2,7 @@
 
 The promise: afterwards the jail holds exactly the list, and no address was sent to
 fail2ban twice. fail2ban logs "already banned" at NOTICE level for a repeat ban of an
-address banned more than ~3 s earlier (../shared/README.md section 9), so the test waits
+address banned more than ~3 s earlier (quicker repeats only at DEBUG), so the test waits
 longer than that before restarting bangd: any resend would then show in the log.
 """
 

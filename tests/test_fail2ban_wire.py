@@ -13,7 +13,7 @@ from bangd.errors import Fail2banProtocolError
 from bangd.fail2ban.wire import CLOSE_COMMAND, END, RemoteError, decode_reply, encode_command
 from tests.fake_fail2ban import RunsCommand
 
-# Replies fail2ban 1.0.2 was seen to send (README section 1).
+# Replies fail2ban 1.0.2 was seen to send.
 README_REPLIES: list[tuple[int, object]] = [
     (0, "pong"),
     (0, "1.0.2"),

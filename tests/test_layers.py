@@ -20,10 +20,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("bangd.fail2ban",),
     ("bangd.sources",),
     ("bangd.geo",),
-    ("bangd.services", "bangd.scheduler", "bangd.notify", "bangd.preflight"),
+    ("bangd.services", "bangd.scheduler", "bangd.notify"),
     ("bangd.app",),
     ("bangd.jobs", "bangd.reports"),
-    ("bangd.control", "bangd.commands"),
+    ("bangd.control", "bangd.commands", "bangd.preflight"),
     ("bangd.daemon",),
     ("bangd.cli", "bangd.__main__"),
 ]

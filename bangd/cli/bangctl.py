@@ -1,6 +1,6 @@
 """`bangctl`: the operator's client for the control socket.
 
-Exit codes (SPEC.md): 0 ok; 1 the daemon answered with an error; 2 usage error; 3 the
+Exit codes: 0 ok; 1 the daemon answered with an error; 2 usage error; 3 the
 daemon cannot be reached. `--json` prints the daemon's result object unchanged.
 """
 
@@ -15,11 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
+from ..config import DEFAULT_CONTROL_SOCKET as DEFAULT_SOCKET
 from ..control.client import ControlClient, DaemonUnreachable
 from ..errors import ControlError
 from .tables import ago, duration, table, when
-
-DEFAULT_SOCKET = "/run/bangd/bangd.sock"
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 

@@ -61,6 +61,20 @@ class SocketInUse(BangdError):
     """Another live process already answers on the control socket."""
 
 
+def control_group_id(group: str | None) -> int | None:
+    """The gid `control.group` names (None: root only); a BangdError saying what to do
+    when the system has no such group. --check-config asks the same question."""
+    if group is None:
+        return None
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise BangdError(
+            f"control.group: no group {group!r} on this system; create it (groupadd) or "
+            "set control.group: null"
+        ) from None
+
+
 def peer_of(sock: socket.socket) -> Peer:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", creds)
@@ -147,15 +161,7 @@ class ControlServer:
                  self.path, self.mode, self.group or "-")
 
     def _group_id(self) -> int | None:
-        if self.group is None:
-            return None
-        try:
-            return grp.getgrnam(self.group).gr_gid
-        except KeyError:
-            raise BangdError(
-                f"control.group: no group {self.group!r} on this system: create it "
-                "(groupadd) or set control.group to null"
-            ) from None
+        return control_group_id(self.group)
 
     async def stop(self) -> None:
         """Stop listening, drop clients and remove our socket file. Safe to call twice."""

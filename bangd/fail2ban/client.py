@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from bangd.config import JAIL_NAME
 from bangd.errors import (
     Fail2banCommandFailed,
     Fail2banProtocolError,
@@ -39,7 +40,6 @@ _ADDRESS_CHARS: Final = "[0-9A-Fa-f:./]+"
 # One C-level scan per batch: entries joined by "\n", which no valid entry contains.
 _ADDRESS_BATCH: Final = re.compile(f"{_ADDRESS_CHARS}(?:\n{_ADDRESS_CHARS})*")
 _ADDRESS: Final = re.compile(_ADDRESS_CHARS)
-_JAIL_NAME: Final = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
 _VALIDATE_CHUNK: Final = 10_000
 _VALIDATE_INLINE_MAX: Final = 50_000
 _PEERCRED: Final = struct.Struct("3i")
@@ -309,7 +309,7 @@ def check_addresses(entries: Sequence[str]) -> None:
 
 
 def _checked_jail(jail: str) -> str:
-    if type(jail) is not str or not _JAIL_NAME.fullmatch(jail):
+    if type(jail) is not str or not JAIL_NAME.fullmatch(jail):
         raise ValueError(
             f"invalid fail2ban jail name {jail!r}: use letters, digits, '_', '.', '-' "
             "and do not start with '-'"

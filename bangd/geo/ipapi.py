@@ -23,7 +23,7 @@ import aiohttp
 from bangd.errors import GeoError
 from bangd.geo.model import ORIGIN_IP_API, GeoInfo, geo_from_fields, negative_geo
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 100
 FIELDS = "status,message,countryCode,country,as,query"
@@ -112,7 +112,7 @@ class IpApiClient:
             status, headers, body = await self._post(batch)
             self._note_limits(headers, status, attempt)
             if status == 429:
-                logger.warning("ip-api answered 429 (rate limited); waiting before retry")
+                log.warning("ip-api answered 429 (rate limited); waiting before retry")
                 continue
             if status != 200:
                 raise _BatchFailed(
@@ -138,7 +138,7 @@ class IpApiClient:
                 f"ip-api asks to wait {delay:.0f} s before the next request; try later"
             )
         if delay > 0:
-            logger.info("ip-api request budget used up; waiting %.1f s", delay)
+            log.info("ip-api request budget used up; waiting %.1f s", delay)
             await self._sleep(delay)
         if self._clock() >= self._resets_at:
             self._left = None
@@ -204,7 +204,7 @@ def _parse_entry(ip: str, entry: object) -> GeoInfo:
     status = entry.get("status")
     if status == "fail":
         # "private range", "reserved range", "invalid query": nothing to know, cache that.
-        logger.debug("ip-api knows nothing about %s: %s", ip, entry.get("message"))
+        log.debug("ip-api knows nothing about %s: %s", ip, entry.get("message"))
         return negative_geo(ip, ORIGIN_IP_API)
     if status != "success":
         raise _BatchFailed(f"ip-api sent status {status!r} for {ip}; try later")

@@ -23,12 +23,11 @@ an import of a source that lists it).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
@@ -37,6 +36,16 @@ from bangd.errors import GeoError, InvalidRequest
 from bangd.geo.ipapi import BATCH_LIMIT, IpApiClient, IpApiUnavailable
 from bangd.geo.mmdb import MmdbResolver
 from bangd.geo.model import GeoInfo
+from bangd.services.lookup import (
+    BANNED_IN_BUDGET,
+    MAX_LOOKUP,
+    BannedIn,
+    Listings,
+    ask_banned_in,
+    covering_map,
+    geo_reply,
+    normalise_address,
+)
 from bangd.store.geo import CachedGeo, GeoCacheStore
 from bangd.store.imports import AppliedMatch, ImportStore
 
@@ -45,20 +54,7 @@ log = logging.getLogger(__name__)
 DAY = 86400.0
 POSITIVE_TTL = 30 * DAY
 DEFAULT_CHUNK = 5000
-BANNED_IN_TIMEOUT = 15.0  # bound on the daemon's "which jails ban it" question per address
-BANNED_IN_BUDGET = 30.0  # and on all of them in one lookup
-MAX_LOOKUP = 256  # addresses per lookup request: each costs ~130 key searches
 CLOSE_GRACE = 10.0  # longest wait for an MMDB chunk already running in a thread
-
-BannedIn = Callable[[str], Awaitable[list[str]]]
-
-
-class Listings(Protocol):
-    """What the import ledger knows that geo needs: which entries the sources list."""
-
-    async def applied_matches(self, entries: Sequence[str]) -> list[AppliedMatch]: ...
-    async def mark_listed_seen(self, source: str, now: float) -> int: ...
-
 
 @dataclass
 class _Attempt:
@@ -360,13 +356,13 @@ class GeoService:
         now = self._clock()
         replies = []
         for address in addresses:
-            reply = _geo_reply(address, resolved.get(address), now)
+            reply = geo_reply(address, resolved.get(address), now)
             reply["sources"] = [
                 {"source": m.source, "jail": m.jail, "entry": m.entry}
                 for m in listings.get(address, [])
             ]
             if time.monotonic() - started < BANNED_IN_BUDGET:
-                reply.update(await _ask_banned_in(banned_in, address))
+                reply.update(await ask_banned_in(banned_in, address))
             else:
                 reply.update({"banned_in": None,
                               "banned_in_error": "not asked: this lookup took too long"})
@@ -379,7 +375,7 @@ class GeoService:
         Lists store networks with host bits cleared, so the networks containing an
         address are exactly its 33 (IPv4) or 129 (IPv6) prefixes: key searches, no scan.
         """
-        covering = await asyncio.to_thread(_covering_map, addresses)
+        covering = await asyncio.to_thread(covering_map, addresses)
         found: dict[str, list[AppliedMatch]] = {}
         for match in await self._ledger.applied_matches(list(covering)):
             for address in covering[match.entry]:
@@ -389,73 +385,6 @@ class GeoService:
     async def stats(self) -> dict[str, Any]:
         """`bangctl cache stats`: rows, negative rows, last_seen range, rows per origin."""
         return await self.store.stats()
-
-
-def normalise_address(text: str) -> str:
-    """The form bangd stores addresses in; IPv4-mapped IPv6 becomes IPv4.
-
-    Raises InvalidRequest (a ValueError) naming `text` when it is not a single IP address.
-    """
-    try:
-        if not isinstance(text, str):
-            raise ValueError(text)
-        address = ipaddress.ip_address(text.strip())
-    except ValueError:
-        raise InvalidRequest(
-            f"not an IP address: {text!r}; give single addresses like 192.0.2.1 or 2001:db8::1"
-        ) from None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
-
-
-def _covering_map(addresses: list[str]) -> dict[str, list[str]]:
-    """Each covering entry -> the addresses it covers (CPU work: run in a thread)."""
-    covering: dict[str, list[str]] = {}
-    for address in addresses:
-        for entry in covering_entries(address):
-            covering.setdefault(entry, []).append(address)
-    return covering
-
-
-def covering_entries(address: str) -> list[str]:
-    """`address` itself and every network containing it, in canonical text form."""
-    parsed = ipaddress.ip_address(address)
-    entries = [address]
-    for prefix in range(parsed.max_prefixlen, -1, -1):
-        entries.append(str(ipaddress.ip_network((parsed, prefix), strict=False)))
-    return entries
-
-
-def _geo_reply(address: str, row: CachedGeo | None, now: float) -> dict[str, Any]:
-    if row is None:
-        return {
-            "ip": address, "cached": False, "country_code": None, "country_name": None,
-            "asn": None, "as_org": None, "origin": None, "negative": None,
-            "first_resolved": None, "last_resolved": None, "last_seen": None, "age": None,
-        }
-    info = row.info
-    return {
-        "ip": address, "cached": True, "country_code": info.country_code,
-        "country_name": info.country_name, "asn": info.asn, "as_org": info.as_org,
-        "origin": info.origin, "negative": info.negative,
-        "first_resolved": row.first_resolved, "last_resolved": row.last_resolved,
-        "last_seen": row.last_seen, "age": max(now - row.last_resolved, 0.0),
-    }
-
-
-async def _ask_banned_in(banned_in: BannedIn | None, address: str) -> dict[str, Any]:
-    if banned_in is None:
-        return {"banned_in": None, "banned_in_error": "fail2ban was not asked"}
-    try:
-        async with asyncio.timeout(BANNED_IN_TIMEOUT):
-            jails = await banned_in(address)
-    except TimeoutError:
-        return {"banned_in": None,
-                "banned_in_error": f"no answer within {BANNED_IN_TIMEOUT:g} s; try again"}
-    except Exception as err:
-        return {"banned_in": None, "banned_in_error": str(err) or type(err).__name__}
-    return {"banned_in": sorted(jails), "banned_in_error": None}
 
 
 def make_ipapi(

@@ -1,12 +1,33 @@
-"""Which jails hold an address: the fail2ban half of `bangctl lookup`."""
+"""What `bangctl lookup` answers beside the geo data: the address in bangd's form, the
+listed entries that cover it, and which jails hold it.
+
+The geo cache answers what an address is; this module shapes one lookup reply and asks
+fail2ban about it, each answer bounded in time, so a slow fail2ban never holds a lookup.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Protocol
+import ipaddress
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
-from .geo import Listings, covering_entries
+from ..errors import InvalidRequest
+from ..store.geo import CachedGeo
+from ..store.imports import AppliedMatch
+
+BANNED_IN_TIMEOUT = 15.0  # bound on the daemon's "which jails ban it" question per address
+BANNED_IN_BUDGET = 30.0  # and on all of them in one lookup
+MAX_LOOKUP = 256  # addresses per lookup request: each costs ~130 key searches
+
+BannedIn = Callable[[str], Awaitable[list[str]]]
+
+
+class Listings(Protocol):
+    """What the import ledger knows that geo needs: which entries the sources list."""
+
+    async def applied_matches(self, entries: Sequence[str]) -> list[AppliedMatch]: ...
+    async def mark_listed_seen(self, source: str, now: float) -> int: ...
 
 
 class Asking(Protocol):
@@ -30,3 +51,70 @@ async def banned_in(
         if any(flags):
             found.append(jail)
     return found
+
+
+def normalise_address(text: str) -> str:
+    """The form bangd stores addresses in; IPv4-mapped IPv6 becomes IPv4.
+
+    Raises InvalidRequest (a ValueError) naming `text` when it is not a single IP address.
+    """
+    try:
+        if not isinstance(text, str):
+            raise ValueError(text)
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise InvalidRequest(
+            f"not an IP address: {text!r}; give single addresses like 192.0.2.1 or 2001:db8::1"
+        ) from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def covering_map(addresses: list[str]) -> dict[str, list[str]]:
+    """Each covering entry -> the addresses it covers (CPU work: run in a thread)."""
+    covering: dict[str, list[str]] = {}
+    for address in addresses:
+        for entry in covering_entries(address):
+            covering.setdefault(entry, []).append(address)
+    return covering
+
+
+def covering_entries(address: str) -> list[str]:
+    """`address` itself and every network containing it, in canonical text form."""
+    parsed = ipaddress.ip_address(address)
+    entries = [address]
+    for prefix in range(parsed.max_prefixlen, -1, -1):
+        entries.append(str(ipaddress.ip_network((parsed, prefix), strict=False)))
+    return entries
+
+
+def geo_reply(address: str, row: CachedGeo | None, now: float) -> dict[str, Any]:
+    if row is None:
+        return {
+            "ip": address, "cached": False, "country_code": None, "country_name": None,
+            "asn": None, "as_org": None, "origin": None, "negative": None,
+            "first_resolved": None, "last_resolved": None, "last_seen": None, "age": None,
+        }
+    info = row.info
+    return {
+        "ip": address, "cached": True, "country_code": info.country_code,
+        "country_name": info.country_name, "asn": info.asn, "as_org": info.as_org,
+        "origin": info.origin, "negative": info.negative,
+        "first_resolved": row.first_resolved, "last_resolved": row.last_resolved,
+        "last_seen": row.last_seen, "age": max(now - row.last_resolved, 0.0),
+    }
+
+
+async def ask_banned_in(banned_in: BannedIn | None, address: str) -> dict[str, Any]:
+    if banned_in is None:
+        return {"banned_in": None, "banned_in_error": "fail2ban was not asked"}
+    try:
+        async with asyncio.timeout(BANNED_IN_TIMEOUT):
+            jails = await banned_in(address)
+    except TimeoutError:
+        return {"banned_in": None,
+                "banned_in_error": f"no answer within {BANNED_IN_TIMEOUT:g} s; try again"}
+    except Exception as err:
+        return {"banned_in": None, "banned_in_error": str(err) or type(err).__name__}
+    return {"banned_in": sorted(jails), "banned_in_error": None}

@@ -18,18 +18,18 @@ import logging
 import os
 import stat
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
 import aiohttp
 
 from ..config import SourceConfig
 from ..errors import FetchError
 from ..files import FileIdentity
+from .codec import BodyDecoder, BodyProblem, too_big
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT: Final = 30.0
 """Upper bound on opening a socket, inside the source's total timeout."""
@@ -38,10 +38,7 @@ TIMEOUT_GRACE: Final = 5.0
 MAX_RETRY_AFTER: Final = 300.0
 """A server asking to wait longer than this is waited for this long, not more."""
 FILE_CHUNK: Final = 1024 * 1024
-INFLATE_SLICE: Final = 256 * 1024
-"""Most bytes one decompress step may produce, so memory stays near the cap on a bomb."""
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
-_GZIP_MAGIC: Final = b"\x1f\x8b"
 _TRANSPORT_ENCODINGS: Final = ("gzip", "x-gzip", "deflate")
 
 
@@ -57,15 +54,6 @@ class Fetched:
     took: float
 
 
-class _Sink(Protocol):
-    def write(self, data: bytes) -> None: ...
-    def close(self) -> None: ...
-
-
-class _BodyProblem(Exception):
-    """The body broke a rule; the message is the reason and what to do, without the source."""
-
-
 class _Retryable(Exception):
     """An attempt failed in a way the next attempt may not; carries the final message parts."""
 
@@ -74,147 +62,6 @@ class _Retryable(Exception):
         self.reason = reason
         self.hint = hint
         self.retry_after = retry_after
-
-
-class _Capped:
-    """Keeps the decoded body, failing as soon as it passes the cap."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self._max_bytes = max_bytes
-        self._chunks: list[bytes] = []
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self._max_bytes:
-            raise _BodyProblem(_too_big(self._max_bytes))
-        if data:
-            self._chunks.append(data)
-
-    def close(self) -> None:
-        pass
-
-    def value(self) -> bytes:
-        return b"".join(self._chunks)
-
-
-class _Inflater:
-    """zlib/gzip decoding in bounded slices, so one small input cannot allocate a huge output.
-
-    Concatenated gzip members (what `cat a.gz b.gz` makes) are decoded one after another.
-    """
-
-    def __init__(self, wbits: int, out: _Sink, what: str) -> None:
-        self._wbits = wbits
-        self._out = out
-        self._what = what
-        self._z = zlib.decompressobj(wbits)
-
-    def write(self, data: bytes) -> None:
-        try:
-            self._inflate(data)
-        except zlib.error as exc:
-            raise _BodyProblem(f"{self._what} is not valid: {exc}: check the url or file") from None
-
-    def _inflate(self, data: bytes) -> None:
-        pending = True
-        while pending:
-            out = self._z.decompress(data, INFLATE_SLICE)
-            self._out.write(out)
-            data = self._z.unconsumed_tail
-            if self._z.eof:
-                data = self._z.unused_data.lstrip(b"\0")
-                if not data:
-                    return
-                self._z = zlib.decompressobj(self._wbits)
-            pending = bool(data) or len(out) == INFLATE_SLICE
-
-    def close(self) -> None:
-        self.write(b"")
-        if not self._z.eof:
-            raise _BodyProblem(f"{self._what} is truncated: check the url or file")
-        self._out.close()
-
-
-class _GzipSniffer:
-    """Decompresses the body when it is itself a gzip file, whatever its name or type says.
-
-    The magic bytes decide, not the URL or Content-Type: a text list never starts with them,
-    and servers disagree about labelling .gz files (some also decode them in transit).
-    """
-
-    def __init__(self, out: _Sink) -> None:
-        self._out = out
-        self._head = b""
-        self._target: _Sink | None = None
-
-    def write(self, data: bytes) -> None:
-        if self._target is None:
-            self._head += data
-            if len(self._head) < len(_GZIP_MAGIC):
-                return
-            data, self._head = self._head, b""
-            self._target = self._choose(data)
-        self._target.write(data)
-
-    def _choose(self, head: bytes) -> _Sink:
-        if head.startswith(_GZIP_MAGIC):
-            return _Inflater(16 + zlib.MAX_WBITS, self._out, "gzip body")
-        return self._out
-
-    def close(self) -> None:
-        if self._target is None:
-            self._target = self._out
-            self._target.write(self._head)
-        self._target.close()
-
-
-class _BodyDecoder:
-    """transport decoding (if aiohttp left it to us) -> .gz decoding -> cap."""
-
-    def __init__(self, max_bytes: int, transport_encoding: str | None = None) -> None:
-        self._capped = _Capped(max_bytes)
-        self._first: _Sink = _GzipSniffer(self._capped)
-        self._deflate_pending = False
-        if transport_encoding in ("gzip", "x-gzip"):
-            self._first = _Inflater(16 + zlib.MAX_WBITS, self._first, "gzip Content-Encoding")
-        elif transport_encoding == "deflate":
-            self._deflate_pending = True
-            self._head = b""
-
-    def write(self, data: bytes) -> None:
-        if self._deflate_pending:
-            self._head += data
-            if len(self._head) < 2:
-                return
-            data = self._start_deflate()
-        self._first.write(data)
-
-    def finish(self) -> bytes:
-        if self._deflate_pending:
-            self._first.write(self._start_deflate())
-        self._first.close()
-        return self._capped.value()
-
-    def _start_deflate(self) -> bytes:
-        head, self._head = self._head, b""
-        self._first = _Inflater(_deflate_wbits(head), self._first, "deflate Content-Encoding")
-        self._deflate_pending = False
-        return head
-
-
-def _deflate_wbits(head: bytes) -> int:
-    """HTTP "deflate" should be zlib-wrapped but some servers send raw deflate; tell by header."""
-    if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0:
-        return zlib.MAX_WBITS
-    return -zlib.MAX_WBITS
-
-
-def _too_big(max_bytes: int) -> str:
-    return (
-        f"body exceeds max_bytes {max_bytes}: "
-        "raise sources[].max_bytes if the list is really that big"
-    )
 
 
 def _seconds(value: float) -> str:
@@ -296,7 +143,7 @@ class Fetcher:
         else:
             raise FetchError(f"source {source.name}: has neither url nor path: set one of them")
         took = self._clock() - started
-        _log.debug(
+        log.debug(
             "source=%s status=%s bytes=%s took=%.3f",
             source.name,
             status if status is not None else ("file" if body is not None else "file-unchanged"),
@@ -342,7 +189,7 @@ class Fetcher:
                 delay = self._backoff * 2**attempt
                 if exc.retry_after is not None:
                     delay = max(delay, exc.retry_after)
-                _log.debug("source=%s retry in %.1fs after: %s", source.name, delay, exc.reason)
+                log.debug("source=%s retry in %.1fs after: %s", source.name, delay, exc.reason)
                 await self._sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
 
@@ -361,7 +208,7 @@ class Fetcher:
             async with asyncio.timeout(source.timeout + TIMEOUT_GRACE):
                 async with self._session.get(url, headers=headers, timeout=timeout) as resp:
                     return await self._read_response(source, url, resp, etag, last_modified)
-        except _BodyProblem as exc:
+        except BodyProblem as exc:
             raise FetchError(f"source {source.name}: {url}: {exc}") from None
         except TimeoutError:
             raise _Retryable(
@@ -412,13 +259,13 @@ class Fetcher:
         length = resp.content_length
         if length is not None and length > source.max_bytes:
             resp.close()
-            raise _BodyProblem(_too_big(source.max_bytes))
-        decoder = _BodyDecoder(source.max_bytes, self._encoding_left_to_us(resp))
+            raise BodyProblem(too_big(source.max_bytes))
+        decoder = BodyDecoder(source.max_bytes, self._encoding_left_to_us(resp))
         try:
             async for chunk in resp.content.iter_any():
                 decoder.write(chunk)
             body = decoder.finish()
-        except _BodyProblem:
+        except BodyProblem:
             resp.close()
             raise
         return status, body, new_etag, new_last_modified
@@ -433,7 +280,7 @@ class Fetcher:
         if self._session.auto_decompress or encoding in ("", "identity"):
             return None
         if encoding not in _TRANSPORT_ENCODINGS:
-            raise _BodyProblem(
+            raise BodyProblem(
                 f"unsupported Content-Encoding {encoding!r}: the server ignored "
                 "Accept-Encoding: gzip, deflate; report it to the list's maintainer"
             )
@@ -454,7 +301,7 @@ class Fetcher:
                 f"source {source.name}: timed out after {_seconds(source.timeout)} reading "
                 f"{path}: check the disk, or raise sources[].timeout"
             ) from None
-        except _BodyProblem as exc:
+        except BodyProblem as exc:
             raise FetchError(f"source {source.name}: {path}: {exc}") from None
         except OSError as exc:
             raise FetchError(
@@ -470,13 +317,13 @@ def _read_file(path: str, etag: str | None, max_bytes: int) -> tuple[bytes | Non
     with open(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise _BodyProblem("not a regular file: point sources[].path at a file")
+            raise BodyProblem("not a regular file: point sources[].path at a file")
         validator = FileIdentity.of(st).validator()
         if etag == validator:
             return None, validator
         if st.st_size > max_bytes:
-            raise _BodyProblem(_too_big(max_bytes))
-        decoder = _BodyDecoder(max_bytes)
+            raise BodyProblem(too_big(max_bytes))
+        decoder = BodyDecoder(max_bytes)
         while chunk := fh.read(FILE_CHUNK):
             decoder.write(chunk)
         return decoder.finish(), validator

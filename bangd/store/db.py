@@ -36,13 +36,8 @@ import aiosqlite
 
 from bangd.errors import MigrationError
 from bangd.store.integrity import is_corruption, quick_check, raise_if_damaged
-from bangd.store.migrate import (
-    Migration,
-    applied_version,
-    apply,
-    finish_despite_cancel,
-    rollback_quietly,
-)
+from bangd.store.migrate import Migration, applied_version, apply
+from bangd.store.sqlite import finish_despite_cancel, rollback_quietly
 
 log = logging.getLogger(__name__)
 

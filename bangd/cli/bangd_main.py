@@ -13,7 +13,7 @@ from ..config import DEFAULT_CONFIG_PATH, load_config
 from ..errors import BangdError, ConfigError
 from ..logs import setup_logging
 
-log = logging.getLogger("bangd")
+log = logging.getLogger(__name__)
 
 
 def config_path(arg: str | None) -> str:
