@@ -185,3 +185,12 @@ async def test_escape_sequences_in_a_list_are_escaped_in_the_summary_and_log(
     summary = await h.run(source(url))
     assert summary.invalid_lines == [(2, "\\x1b]2;pwned\\x07\\x1b[1A")]
     assert "\x1b" not in caplog.text
+
+
+async def test_changing_the_format_rereads_an_unchanged_download(h: Harness) -> None:
+    url = h.lists.serve("/list", b"11.0.0.1\n11.0.0.2-11.0.0.3\n", etag='"v1"')
+    first = await h.run(source(url))
+    assert (first.state, first.invalid) == ("completed", 1)
+    second = await h.run(source(url, "format: ranges"))
+    assert (second.state, second.invalid) == ("completed", 0)
+    assert await h.banned() == {"11.0.0.1", "11.0.0.2/31"}

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..config import IPNetwork, SourceConfig
+from ..config import TEXT_FORMAT, IPNetwork, SourceConfig
 from ..errors import BangdError, Fail2banError, FetchError, UnknownJail
 from ..sources.fetch import Fetched
 from ..sources.parse import ParsedList, parse_blocklist, raw_digest, sorted_entries
@@ -211,6 +211,10 @@ class Importer:
     ) -> None:
         prev = await self.store.source(source.name)
         settings_digest = settings.digest(source.jail)
+        if source.format != TEXT_FORMAT:  # the same bytes read another way are a change
+            settings_digest = hashlib.sha256(
+                f"{settings_digest}|{source.format!r}".encode()
+            ).hexdigest()
         unfinished = await self.store.unfinished(source.name)
         if unfinished and not summary.dry_run:
             # Settle a crashed run first, whatever this run then finds: rows left pending
