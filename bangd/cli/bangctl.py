@@ -74,12 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fetch and apply sources now; prints one summary per source.",
         epilog="examples:\n  bangctl import spamhaus-drop\n  bangctl import --all --dry-run\n"
-        "  bangctl import --force firehol-level1",
+        "  bangctl import --force firehol-level1\n\n"
+        "exit codes: 0 every import completed or was unchanged, 1 any import failed\n"
+        "(or bangd answered with an error), 2 usage error, 3 bangd cannot be reached",
     )
     imp.add_argument("names", nargs="*", metavar="NAME", help="source names")
     imp.add_argument("--all", action="store_true", help="every enabled source")
     imp.add_argument("--force", action="store_true",
-                     help="re-apply even when the list is unchanged")
+                     help="re-apply even when the list is unchanged; apply a list that is "
+                     "empty or shrank by more than max_drop")
     imp.add_argument("--dry-run", action="store_true",
                      help="report what would be banned/unbanned; change nothing")
     runs = sub.add_parser("runs", help="import history, newest first",
@@ -362,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
         print(FORMATTERS.get(command, format_json)(result))
+    if command == "import" and any(r.get("state") == "failed" for r in result.get("imports", [])):
+        return EXIT_ERROR  # a failed import is never a success, whatever the others did
     return EXIT_OK
 
 
