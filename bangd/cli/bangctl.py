@@ -58,7 +58,7 @@ def _timeout(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0: {text!r}")
     return value
 
 

@@ -54,10 +54,7 @@ def stderr_progress(*, enabled: bool) -> ProgressLine:
 def describe(rows: Sequence[dict[str, Any]], elapsed: float) -> str:
     """The progress line: each running source, with its `progress` object when the daemon
     sends one (`{"phase": "applying", "done": N, "total": M}`), else just `running`."""
-    parts = []
-    for row in rows:
-        text = f"{safe(row.get('name'))} {_progress(row.get('progress'))}"
-        parts.append(text)
+    parts = [f"{safe(row.get('name'))} {_progress(row.get('progress'))}" for row in rows]
     return f"importing {', '.join(parts)} ({duration(elapsed)})"
 
 
