@@ -13,7 +13,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import yaml
@@ -57,6 +57,108 @@ class Fail2banConfig:
     reconcile_interval: float = 900.0
 
 
+Column = int | str
+"""A column by its 1-based position, or by its name in the list's header row."""
+
+WHITESPACE = " "
+"""The `delimiter` value meaning "any run of spaces and tabs"."""
+
+
+@dataclass(frozen=True)
+class FeedFormat:
+    """How one source's list is read: a named format, or a generic reader's settings.
+
+    `reader` is one of the generic readers (`text`, `ranges`, `columns`, `json`); every
+    named format in FORMATS is one of them with fixed settings, so a feed the table does
+    not name is configured with the same pieces (`format: columns` plus `column`, ...).
+    """
+
+    name: str = "text"
+    reader: str = "text"
+    delimiter: str = ","  # columns: one character, or WHITESPACE
+    column: Column = 1  # columns: the address (or range start) column
+    end_column: Column | None = None  # columns: a range end column (start-end rows)
+    score_column: Column | None = None  # columns: a number compared with min_score
+    min_score: float | None = None
+    header: bool = False  # columns: the first row that is not a comment is a header
+    record: str | None = None  # columns: only rows whose first field is this are data
+    scopes: tuple[str, ...] = ()  # columns: the value starts with one of these (CrowdSec)
+    field: str = ""  # json: the key holding the address; dots reach into nested objects
+
+    @property
+    def has_score(self) -> bool:
+        return self.score_column is not None
+
+
+TEXT_FORMAT: FeedFormat = FeedFormat()
+
+FORMATS: dict[str, FeedFormat] = {
+    "text": TEXT_FORMAT,
+    "ranges": FeedFormat(name="ranges", reader="ranges"),
+    "spamhaus-json": FeedFormat(name="spamhaus-json", reader="json", field="cidr"),
+    "dshield": FeedFormat(
+        name="dshield", reader="columns", delimiter="\t", column="Start", end_column="End",
+        header=True,
+    ),
+    "ipsum": FeedFormat(
+        name="ipsum", reader="columns", delimiter=WHITESPACE, column=1, score_column=2,
+        min_score=1,
+    ),
+    "abuseipdb-csv": FeedFormat(
+        name="abuseipdb-csv", reader="columns", column="ipAddress",
+        score_column="abuseConfidenceScore", min_score=0, header=True,
+    ),
+    "crowdsec-raw": FeedFormat(
+        name="crowdsec-raw", reader="columns", column="ip", header=True,
+        scopes=("Ip:", "Range:"),
+    ),
+    "tor-exits": FeedFormat(
+        name="tor-exits", reader="columns", delimiter=WHITESPACE, column=2,
+        record="ExitAddress",
+    ),
+    "columns": FeedFormat(name="columns", reader="columns"),
+    "json": FeedFormat(name="json", reader="json"),
+}
+"""Every `format:` a source may name; SPEC.md "Feed formats" and README's table."""
+
+COLUMNS_KEYS = ("delimiter", "column", "end_column", "score_column", "header", "record")
+JSON_KEYS = ("field",)
+
+
+class HttpHeaders:
+    """Request headers a source sends, such as an API key; the values never leave here.
+
+    repr() and str() show the names only, so a config dumped into a log, a traceback or
+    a test failure does not carry the key; `items()` is for the fetcher alone. Not a
+    dataclass on purpose: `dataclasses.asdict()` would copy the values out.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: tuple[tuple[str, str], ...] = ()) -> None:
+        self._items = items
+
+    def items(self) -> tuple[tuple[str, str], ...]:
+        return self._items
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self._items)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HttpHeaders) and self._items == other._items
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        return f"HttpHeaders({', '.join(f'{n}=<hidden>' for n in self.names())})"
+
+    __str__ = __repr__
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     name: str
@@ -68,6 +170,9 @@ class SourceConfig:
     enabled: bool = True
     timeout: float = 60.0
     max_bytes: int = 64 * 1024**2
+    format: FeedFormat = TEXT_FORMAT
+    headers: HttpHeaders = field(default_factory=HttpHeaders)
+    max_drop: float | None = None  # share of entries a list may lose at once; None: any
 
     @property
     def location(self) -> str:
@@ -396,6 +501,7 @@ def _allowlist(
 
 _SOURCE_KEYS = (
     "name", "url", "path", "interval", "jail", "max_entries", "enabled", "timeout", "max_bytes",
+    "format", "min_score", *COLUMNS_KEYS, *JSON_KEYS, "headers", "headers_file", "max_drop",
 )
 
 
@@ -436,9 +542,193 @@ def _sources(r: _Reader, value: object, default_jail: str) -> tuple[SourceConfig
                 enabled=r.get(data, where, "enabled", _bool, d.enabled),
                 timeout=r.get(data, where, "timeout", parse_duration, d.timeout),
                 max_bytes=r.get(data, where, "max_bytes", parse_size, d.max_bytes),
+                format=_feed_format(r, data, where),
+                headers=_headers(r, data, where),
+                max_drop=r.get(data, where, "max_drop", _share, d.max_drop),
             )
         )
     return tuple(sources)
+
+
+def _feed_format(r: _Reader, data: Mapping[str, Any], where: str) -> FeedFormat:
+    """The source's `format:` and the options that go with it; a misplaced option is a problem."""
+    name = data.get("format", "text")
+    preset = FORMATS.get(name) if isinstance(name, str) else None
+    if preset is None:
+        close = difflib.get_close_matches(str(name), FORMATS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        r.problem(
+            _join(where, "format"),
+            f"unknown format {name!r}; {hint}known formats: {', '.join(FORMATS)}",
+        )
+        return TEXT_FORMAT
+    options: dict[str, Any] = {}
+    own = {"columns": COLUMNS_KEYS, "json": JSON_KEYS}.get(preset.name, ())
+    for key in (*COLUMNS_KEYS, *JSON_KEYS):
+        if key in data and key not in own:
+            generic = "columns" if key in COLUMNS_KEYS else "json"
+            r.problem(
+                _join(where, key),
+                f"only for format: {generic} (format {preset.name} sets its own)",
+            )
+    if preset.name == "columns":
+        if "column" not in data:
+            r.problem(_join(where, "column"), "missing; format: columns needs the address "
+                      "column, by number (1 is the first) or by header name")
+        options = {
+            "delimiter": r.get(data, where, "delimiter", _delimiter, preset.delimiter),
+            "column": r.get(data, where, "column", _column, preset.column),
+            "end_column": r.get(data, where, "end_column", _optional_column, None),
+            "score_column": r.get(data, where, "score_column", _optional_column, None),
+            "header": r.get(data, where, "header", _bool, False),
+            "record": r.get(data, where, "record", _optional_str, None),
+        }
+        named = [c for c in (options["column"], options["end_column"], options["score_column"])
+                 if isinstance(c, str)]
+        options["header"] = options["header"] or bool(named)
+    elif preset.name == "json":
+        if "field" not in data:
+            r.problem(_join(where, "field"), "missing; format: json needs the key that holds "
+                      "the address, such as cidr or data.ip")
+        options = {"field": r.get(data, where, "field", _nonempty_str, "")}
+    has_score = preset.has_score or options.get("score_column") is not None
+    if "min_score" in data:
+        if has_score:
+            options["min_score"] = r.get(data, where, "min_score", _number, preset.min_score)
+        else:
+            r.problem(
+                _join(where, "min_score"),
+                f"format {preset.name} has no score to compare"
+                + ("; set score_column" if preset.name == "columns" else ""),
+            )
+    elif has_score and preset.min_score is None:
+        options["min_score"] = 0.0
+    return replace(preset, **options) if options else preset
+
+
+def _column(value: object) -> Column:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise ValueError("a column number (1 is the first) or a header name")
+
+
+def _optional_column(value: object) -> Column | None:
+    return None if value is None else _column(value)
+
+
+def _delimiter(value: object) -> str:
+    if value in ("tab", "\t"):
+        return "\t"
+    if value in ("whitespace", " "):
+        return WHITESPACE
+    if isinstance(value, str) and len(value) == 1 and value not in "\"\r\n":
+        return value
+    raise ValueError('one character such as "," or ";", or tab, or whitespace')
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError("a number")
+    return float(value)
+
+
+def _share(value: object) -> float | None:
+    """A share such as `50%` or 0.5, of (0, 1]; null means no limit."""
+    if value is None:
+        return None
+    share: float | None = None
+    if isinstance(value, str) and (m := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value)):
+        share = float(m.group(1)) / 100
+    elif isinstance(value, float) and not isinstance(value, bool):
+        share = value
+    if share is None or not 0 < share <= 1:
+        raise ValueError("a share such as 50% or 0.5 (more than 0, at most 100%)")
+    return share
+
+
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _headers(r: _Reader, data: Mapping[str, Any], where: str) -> HttpHeaders:
+    """`headers_file:` lines, then `headers:`; `${VAR}` in a value comes from the environment.
+
+    No problem message ever quotes a value: it may be a key.
+    """
+    items: dict[str, tuple[str, str]] = {}  # lower-case name -> (name, value)
+    if "headers_file" in data:
+        file_where = _join(where, "headers_file")
+        try:
+            path = _abs_path(data["headers_file"])
+        except ValueError as exc:
+            r.problem(file_where, f"expected {exc}")
+        else:
+            for name, value in _headers_file(r, file_where, path):
+                items[name.lower()] = (name, value)
+    given = data.get("headers")
+    if given is not None and not isinstance(given, dict):
+        r.problem(_join(where, "headers"), f"expected a mapping of Name: value, got {_kind(given)}")
+        given = None
+    for name, raw in (given or {}).items():
+        key_where = _join(_join(where, "headers"), str(name))
+        if not isinstance(name, str) or not _HEADER_NAME_RE.fullmatch(name):
+            r.problem(key_where, "expected an HTTP header name (letters, digits, -)")
+            continue
+        if not isinstance(raw, str | int) or isinstance(raw, bool):
+            r.problem(key_where, f"expected a string value, got {_kind(raw)}")
+            continue
+        expanded = _expand_env(r, key_where, str(raw))
+        if expanded is None:
+            continue
+        if name.lower() in items:
+            r.problem(key_where, "also set in headers_file; set it in one place")
+            continue
+        items[name.lower()] = (name, expanded)
+    return HttpHeaders(tuple(items.values()))
+
+
+def _expand_env(r: _Reader, where: str, value: str) -> str | None:
+    missing = [m.group(1) for m in _ENV_RE.finditer(value) if m.group(1) not in os.environ]
+    if missing:
+        r.problem(where, f"environment variable {missing[0]} is not set")
+        return None
+    expanded = _ENV_RE.sub(lambda m: os.environ[m.group(1)], value)
+    if not _header_value_ok(expanded):
+        r.problem(where, "the value is empty or holds a line break or control character")
+        return None
+    return expanded
+
+
+def _header_value_ok(value: str) -> bool:
+    return bool(value.strip()) and not any(
+        (ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value
+    )
+
+
+def _headers_file(r: _Reader, where: str, path: str) -> list[tuple[str, str]]:
+    """`Name: value` lines; blank lines and `#` comments are skipped."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        r.problem(where, f"cannot read {path}: {exc.strerror or exc}")
+        return []
+    except UnicodeDecodeError:
+        r.problem(where, f"{path} is not UTF-8 text")
+        return []
+    headers: list[tuple[str, str]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, colon, value = line.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not _HEADER_NAME_RE.fullmatch(name) or not _header_value_ok(value):
+            r.problem(where, f"{path} line {number}: expected Name: value")
+            continue
+        headers.append((name, value))
+    return headers
 
 
 def _geo(r: _Reader, value: object) -> GeoConfig:

@@ -4,9 +4,11 @@ Generates two seeded synthetic lists, random public IPv4 lines only and a mix wi
 6% CIDRs (with `; SBL` comments), IPv6, comment and blank lines and some CRLF endings, and
 times on each in one run: `raw_digest` (how an unchanged download is recognised),
 `parse_blocklist`, and a parser built on `ipaddress.ip_network` doing the same
-normalisation and digest. Prints times and the ratio; nothing here asserts a time.
+normalisation and digest. Then the other feed formats (`sources[].format`) on the same
+addresses written in each format's shape, timed with the `text` parse of the plain list as
+the yardstick. Prints times and the ratio; nothing here asserts a time.
 
-    .venv/bin/python bench/bench_parse.py [--lines N] [--seed S]
+    .venv/bin/python bench/bench_parse.py [--lines N] [--seed S] [--formats-only]
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bangd.config import FORMATS
 from bangd.sources.parse import entries_digest, parse_blocklist, raw_digest
 
 T = TypeVar("T")
@@ -120,15 +124,80 @@ def bench(label: str, data: bytes, lines: int, repeat: int) -> None:
         print(f"  same entries and digest as naive: {same}")
 
 
+def _v4_range(rng: random.Random) -> tuple[str, str]:
+    first = _public_ipv4(rng)
+    a, b, c, _ = first.split(".")
+    return f"{a}.{b}.{c}.0", f"{a}.{b}.{c}.{rng.randrange(1, 256)}"
+
+
+def format_lines(name: str, rng: random.Random) -> str:
+    """One data row of the named format, around a random public address."""
+    ip = _public_ipv4(rng)
+    if name == "ranges":
+        low, high = _v4_range(rng)
+        return f"Some Hosting Org {rng.randrange(1000)}:{low}-{high}"
+    if name == "spamhaus-json":
+        return f'{{"cidr":"{ip}/{rng.randrange(16, 25)}","sblid":"SBL{rng.randrange(10**6)}",' \
+            '"rir":"ripencc"}'
+    if name == "dshield":
+        low, high = _v4_range(rng)
+        return f"{low}\t{high}\t24\t{rng.randrange(10**4)}\tSOME-NET\tNL\tabuse@example.net"
+    if name == "ipsum":
+        return f"{ip}\t{rng.randrange(1, 10)}"
+    if name == "abuseipdb-csv":
+        return f"{ip},US,{rng.randrange(101)},2025-01-01T00:00:00+00:00"
+    if name == "crowdsec-raw":
+        return f"{rng.randrange(10**7)},CAPI,Ip:{ip},crowdsecurity/ssh-bf,ban,US,64500 SOME ISP," \
+            f"{rng.randrange(100)},167h59m,false,0"
+    if name == "tor-exits":
+        return f"ExitAddress {ip} 2025-01-01 00:00:00"
+    return ip
+
+
+HEADERS = {
+    "dshield": "Start\tEnd\tNetblock\tAttacks\tName\tCountry\temail",
+    "abuseipdb-csv": "ipAddress,countryCode,abuseConfidenceScore,lastReportedAt",
+    "crowdsec-raw": "id,source,ip,reason,action,country,as,events_count,expiration,simulated,"
+    "alert_id",
+}
+
+
+def make_format_list(name: str, lines: int, seed: int) -> bytes:
+    rng = random.Random(seed)
+    rows = [HEADERS[name]] if name in HEADERS else []
+    rows.extend(format_lines(name, rng) for _ in range(lines))
+    return ("\n".join(rows) + "\n").encode("ascii")
+
+
+def bench_formats(lines: int, seed: int, repeat: int) -> None:
+    print(f"\nother formats: {lines:,} rows each (best of {repeat}), against text on plain IPv4")
+    plain = make_list(lines, seed, mixed=False)
+    base_t, _ = best_of(repeat, lambda: parse_blocklist(plain))
+    print(f"  {'text (plain IPv4)':18} {base_t}  1.00x")
+    for name, feed in FORMATS.items():
+        if name in ("text", "columns", "json"):
+            continue
+        data = make_format_list(name, lines, seed)
+        timing, parsed = best_of(repeat, partial(parse_blocklist, data, feed=feed))
+        print(
+            f"  {name:18} {timing}  {timing.cpu / base_t.cpu:4.2f}x cpu  "
+            f"entries {len(parsed.entries):,} invalid {parsed.invalid}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--format-lines", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--formats-only", action="store_true")
     args = parser.parse_args()
-    for label, mixed in (("plain IPv4", False), ("mixed", True)):
-        data = make_list(args.lines, args.seed, mixed=mixed)
-        bench(label, data, args.lines, args.repeat)
+    if not args.formats_only:
+        for label, mixed in (("plain IPv4", False), ("mixed", True)):
+            data = make_list(args.lines, args.seed, mixed=mixed)
+            bench(label, data, args.lines, args.repeat)
+    bench_formats(args.format_lines, args.seed, args.repeat)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ MODULE_DIR = "/usr/lib/python3/dist-packages/bangd"
 STATE_DIR = "/var/lib/bangd"
 WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/bangd.service"
 MAN_PAGES = ("/usr/share/man/man8/bangd.8.gz", "/usr/share/man/man8/bangctl.8.gz")
+COMPLETION = "/usr/share/bash-completion/completions/bangctl"  # where bash-completion looks
 DEBIAN_DEPENDENCIES = (
     "python3-aiohttp", "python3-aiosqlite", "python3-geoip2", "python3-maxminddb",
     "python3-yaml", "python3-sdnotify", "fail2ban",
@@ -216,7 +217,13 @@ def test_package_depends_on_debian_12_packages(deb: Path) -> None:
 def test_package_installs_commands_unit_config_and_man_pages(installed: Path) -> None:
     files = set(run("dpkg", "-L", PACKAGE).split())
     assert {BANGD, BANGCTL, UNIT, CONFFILE, f"{MODULE_DIR}/__init__.py", *MAN_PAGES,
-            *METRICS_UNITS} <= files
+            *METRICS_UNITS, COMPLETION} <= files
+
+
+def test_installed_bash_completion_completes_bangctl_commands(installed: Path) -> None:
+    offered = run("bash", "--norc", "-c", f'source {COMPLETION}; COMP_WORDS=(bangctl re); '
+                  'COMP_CWORD=1; _bangctl; printf "%s\\n" "${COMPREPLY[@]}"')
+    assert offered.split() == ["reconcile", "reload"]
 
 
 def test_the_metrics_timer_is_installed_but_not_enabled(installed: Path) -> None:
@@ -271,6 +278,7 @@ def test_purge_leaves_nothing_behind(installed: Path) -> None:
     purge()
     assert package_status() in ("", "unknown ok not-installed"), "not purged: config left"
     left = [path for path in (BANGD, BANGCTL, UNIT, CONFFILE, "/etc/bangd", MODULE_DIR,
-                              STATE_DIR, WANTS_LINK, *MAN_PAGES, *METRICS_UNITS, TIMER_LINK)
+                              STATE_DIR, WANTS_LINK, *MAN_PAGES, *METRICS_UNITS, TIMER_LINK,
+                              COMPLETION)
             if os.path.lexists(path)]
     assert left == []

@@ -2,8 +2,8 @@
 
 config -> store -> fail2ban -> sources -> geo -> services -> app -> jobs -> control ->
 daemon -> cli. A module may import its own layer and the layers to its left; the
-foundation (version, error types, file identity, logging, metric text, the GeoInfo value
-that the geo cache stores) sits under all.
+foundation (version, error types, file identity, logging, metric text, text escaping,
+the GeoInfo value that the geo cache stores) sits under all.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "bangd"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("bangd", "bangd.errors", "bangd.files", "bangd.logs", "bangd.metrics", "bangd.geo.model"),
+    ("bangd", "bangd.errors", "bangd.files", "bangd.logs", "bangd.metrics", "bangd.textsafe",
+     "bangd.geo.model"),
     ("bangd.config",),
     ("bangd.store",),
     ("bangd.fail2ban",),

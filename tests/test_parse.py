@@ -227,15 +227,15 @@ def test_only_the_first_invalid_samples_are_reported_but_all_are_counted() -> No
     assert (parsed.invalid, parsed.invalid_lines) == (10, ((1, "bad0"), (2, "bad1"), (3, "bad2")))
 
 
-def test_reported_invalid_text_is_cut_to_80_characters() -> None:
+def test_reported_invalid_text_is_cut_to_80_characters_and_marked() -> None:
     parsed = parse("x" * 200 + "\n")
-    assert parsed.invalid_lines == ((1, "x" * 80),)
+    assert parsed.invalid_lines == ((1, "x" * 80 + "…"),)
 
 
 def test_non_utf8_line_is_invalid_and_the_other_lines_still_parse() -> None:
     parsed = parse_blocklist(b"1.2.3.4\n\xff\xfe5.6.7.8\n9.9.9.9\n")
     assert (set(parsed.entries), parsed.invalid_lines) == (
-        {"1.2.3.4", "9.9.9.9"}, ((2, "\ufffd\ufffd5.6.7.8"),),
+        {"1.2.3.4", "9.9.9.9"}, ((2, "\\xff\\xfe5.6.7.8"),),
     )
 
 

@@ -1,7 +1,11 @@
 """`bangctl`: the operator's client for the control socket.
 
-Exit codes: 0 ok; 1 the daemon answered with an error; 2 usage error; 3 the
-daemon cannot be reached. `--json` prints the daemon's result object unchanged.
+Exit codes: 0 ok; 1 the daemon answered with an error, or an import failed; 2
+usage error; 3 the daemon cannot be reached or did not answer in time. `--json` prints the
+daemon's result object unchanged.
+
+The global options (`-s`, `--json`, `--timeout`) are accepted before or after the command,
+as people type them; given twice, the later one wins.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ from .. import __version__
 from ..config import DEFAULT_CONTROL_SOCKET as DEFAULT_SOCKET
 from ..control.client import ControlClient, DaemonUnreachable
 from ..errors import ControlError
-from .tables import ago, duration, table, when
+from .importwait import call_import, stderr_progress
+from .tables import ago, duration, safe, safe_tree, table, when
+
+DEFAULT_TIMEOUT = 30.0
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"  # Debian's prometheus-node-exporter
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -33,68 +41,111 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
+EXIT_CODES = (
+    "exit codes:\n"
+    "  0  ok\n"
+    "  1  bangd answered with an error (unknown source, refused reload, ...);\n"
+    "     import: also when any source's import failed\n"
+    "  2  usage error\n"
+    "  3  bangd cannot be reached, or did not answer within --timeout seconds;\n"
+    "     import: bangd showed no progress for --timeout seconds\n"
+)
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0: {text!r}")
+    return value
+
+
+def _global_options() -> _Parser:
+    """The options every command takes too. SUPPRESS as default: a subcommand that was not
+    given one leaves the value parsed before the command in place."""
+    parent = _Parser(add_help=False)
+    parent.add_argument("-s", "--socket", metavar="PATH", default=argparse.SUPPRESS,
+                        help=f"bangd's control socket (default: $BANGCTL_SOCKET, else "
+                        f"{DEFAULT_SOCKET})")
+    parent.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the raw result as JSON")
+    parent.add_argument("--timeout", metavar="SECONDS", type=_timeout,
+                        default=argparse.SUPPRESS,
+                        help=f"give up when bangd has not answered after this long (default "
+                        f"{DEFAULT_TIMEOUT:g}); import waits longer while bangd shows it "
+                        "running")
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
+    common = [_global_options()]
     parser = _Parser(
         prog="bangctl",
         description="Control a running bangd.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=common,
         epilog=(
             "examples:\n"
             "  bangctl status\n"
-            "  bangctl --json status | jq .fail2ban\n"
+            "  bangctl status --json | jq .fail2ban\n"
             "  bangctl -s /tmp/bangd.sock reload\n\n"
-            "exit codes: 0 ok, 1 bangd answered with an error, 2 usage error,\n"
-            "3 bangd cannot be reached.\n"
-            f"socket: -s, else $BANGCTL_SOCKET, else {DEFAULT_SOCKET}"
+            "global options (-s, --json, --timeout) go before or after the command.\n\n"
+            + EXIT_CODES
+            + f"\nsocket: -s, else $BANGCTL_SOCKET, else {DEFAULT_SOCKET}"
         ),
     )
-    parser.add_argument("-s", "--socket", metavar="PATH", help="bangd's control socket")
-    parser.add_argument("--json", action="store_true", help="print the raw result as JSON")
     parser.add_argument("--version", action="version", version=f"bangctl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     raw = argparse.RawDescriptionHelpFormatter
-    sub.add_parser("status", help="daemon, fail2ban and timer overview",
+    sub.add_parser("status", parents=common, help="daemon, fail2ban and timer overview",
                    description="Show version, uptime, database, fail2ban, a line per "
                    "source and the timers.", formatter_class=raw,
                    epilog="examples:\n  bangctl status\n  bangctl --json status | jq .fail2ban")
-    sub.add_parser("version", help="the daemon's version", formatter_class=raw,
+    sub.add_parser("version", parents=common, help="the daemon's version", formatter_class=raw,
                    epilog="example:\n  bangctl version")
     sub.add_parser(
-        "sources", help="one row per source",
+        "sources", parents=common, help="one row per source",
         description="Name, jail, interval, entries applied, last run and next run per source.",
         formatter_class=raw,
         epilog="examples:\n  bangctl sources\n"
         "  bangctl --json sources | jq '.sources[] | {name, entries}'",
     )
     imp = sub.add_parser(
-        "import",
+        "import", parents=common,
         help="import sources now and wait for the result",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fetch and apply sources now; prints one summary per source.",
         epilog="examples:\n  bangctl import spamhaus-drop\n  bangctl import --all --dry-run\n"
-        "  bangctl import --force firehol-level1",
+        "  bangctl import --force firehol-level1\n\n"
+        "exit codes: 0 every import completed or was unchanged, 1 any import failed\n"
+        "(or bangd answered with an error), 2 usage error, 3 bangd cannot be reached.\n"
+        "Waits as long as bangd shows the import running; on a terminal, a progress line\n"
+        "is shown on stderr meanwhile.",
     )
     imp.add_argument("names", nargs="*", metavar="NAME", help="source names")
     imp.add_argument("--all", action="store_true", help="every enabled source")
     imp.add_argument("--force", action="store_true",
-                     help="re-apply even when the list is unchanged")
+                     help="re-apply even when the list is unchanged; apply a list that is "
+                     "empty or shrank by more than max_drop")
     imp.add_argument("--dry-run", action="store_true",
                      help="report what would be banned/unbanned; change nothing")
-    runs = sub.add_parser("runs", help="import history, newest first",
+    runs = sub.add_parser("runs", parents=common, help="import history, newest first",
                           epilog="example:\n  bangctl runs spamhaus-drop --limit 5",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     runs.add_argument("name", nargs="?", metavar="NAME", help="only this source")
     runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
     rec = sub.add_parser(
-        "reconcile", help="re-ban what fail2ban lost",
+        "reconcile", parents=common, help="re-ban what fail2ban lost",
         description="Compare each jail with what bangd has applied and re-ban what is missing.",
         formatter_class=raw,
         epilog="examples:\n  bangctl reconcile\n  bangctl reconcile --jail blocklist",
     )
     rec.add_argument("--jail", metavar="J", help="only this jail")
     look = sub.add_parser(
-        "lookup", help="geo data, listing sources and jails for addresses",
+        "lookup", parents=common, help="geo data, listing sources and jails for addresses",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Show what bangd knows about addresses: country and ASN (and where "
         "that came from, and how old it is), which sources list them, and in which jails "
@@ -102,30 +153,33 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  bangctl lookup 203.0.113.7 2001:db8::1",
     )
     look.add_argument("ips", nargs="+", metavar="IP")
-    cache = sub.add_parser("cache", help="geo cache: stats, cleanup",
+    cache = sub.add_parser("cache", parents=common, help="geo cache: stats, cleanup",
                            description="The geolocation cache.")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION",
                                      parser_class=_Parser)
     cache_sub.required = True
-    cache_sub.add_parser("stats", help="rows, negative rows, oldest last_seen",
+    cache_sub.add_parser("stats", parents=common, help="rows, negative rows, oldest last_seen",
                          formatter_class=raw, epilog="example:\n  bangctl cache stats")
     clean = cache_sub.add_parser(
-        "cleanup", help="run retention now",
+        "cleanup", parents=common, help="run retention now",
         description="Delete cache rows not seen for geo.retention_days, now.",
         formatter_class=raw,
         epilog="examples:\n  bangctl cache cleanup --dry-run\n  bangctl cache cleanup",
     )
     clean.add_argument("--dry-run", action="store_true", help="only count what would go")
     sub.add_parser(
-        "metrics", help="Prometheus text exposition",
+        "metrics", parents=common, help="Prometheus text exposition",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Print bangd's counters and gauges in Prometheus text format.",
-        epilog="example, for node_exporter's textfile collector (run from a timer):\n"
-        "  bangctl metrics > /var/lib/node_exporter/bangd.prom.tmp &&\n"
-        "    mv /var/lib/node_exporter/bangd.prom.tmp /var/lib/node_exporter/bangd.prom",
+        epilog="example, for node_exporter's textfile collector (Debian's\n"
+        f"prometheus-node-exporter reads {TEXTFILE_DIR}):\n"
+        f"  bangctl metrics > {TEXTFILE_DIR}/bangd.prom.tmp &&\n"
+        f"    mv {TEXTFILE_DIR}/bangd.prom.tmp {TEXTFILE_DIR}/bangd.prom\n"
+        "The package's bangd-metrics.timer does this every minute:\n"
+        "  systemctl enable --now bangd-metrics.timer",
     )
     sub.add_parser(
-        "reload",
+        "reload", parents=common,
         help="reload the config (like SIGHUP)",
         description="Reload the config file. An invalid new config is refused and the "
         "running one kept; the problems are printed. A source removed from the config "
@@ -322,7 +376,8 @@ def format_cache_cleanup(result: dict[str, Any]) -> str:
 
 
 def format_metrics(result: dict[str, Any]) -> str:
-    return str(result.get("text", "")).rstrip("\n")
+    """The exposition as sent, line by line: valid exposition has nothing `safe` changes."""
+    return "\n".join(safe(line) for line in str(result.get("text", "")).rstrip("\n").split("\n"))
 
 
 FORMATTERS: dict[str, Formatter] = {
@@ -342,25 +397,46 @@ FORMATTERS: dict[str, Formatter] = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    path = args.socket or os.environ.get("BANGCTL_SOCKET") or DEFAULT_SOCKET
+    path = getattr(args, "socket", None) or os.environ.get("BANGCTL_SOCKET") or DEFAULT_SOCKET
+    as_json: bool = getattr(args, "json", False)
+    timeout: float = getattr(args, "timeout", DEFAULT_TIMEOUT)
     try:
         command, params = request_for(args)
     except UsageError as exc:
         print(f"bangctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with ControlClient(path, timeout=None if command == "import" else 60.0) as client:
-            result = client.call(command, params)
+        if command == "import":
+            result = call_import(path, params, timeout=timeout,
+                                 progress=stderr_progress(enabled=not as_json))
+        else:
+            with ControlClient(path, timeout=timeout) as client:
+                result = client.call(command, params)
     except DaemonUnreachable as exc:
         print(f"bangctl: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except ControlError as exc:
-        print(f"bangctl: {args.command}: {exc.code}: {exc.message}", file=sys.stderr)
+        print(f"bangctl: {args.command}: {safe(exc.code)}: {safe(exc.message)}",
+              file=sys.stderr)
         return EXIT_ERROR
-    if args.json:
+    if as_json:
         print(json.dumps(result, indent=2, sort_keys=True))
+    elif command == "metrics":
+        print(format_metrics(result))
     else:
-        print(FORMATTERS.get(command, format_json)(result))
+        print(FORMATTERS.get(command, format_json)(safe_tree(result)))
+    return exit_code(command, result)
+
+
+def exit_code(command: str, result: dict[str, Any]) -> int:
+    """EXIT_ERROR for an answer that reports a failure inside an ok reply: an import where
+    some source failed, so scripts and timers notice without parsing the table."""
+    if command == "import":
+        failed = [r for r in result.get("imports", []) if r.get("state") == "failed"]
+        if failed:
+            names = ", ".join(safe(r.get("source")) for r in failed)
+            print(f"bangctl: import failed for {names}", file=sys.stderr)
+            return EXIT_ERROR
     return EXIT_OK
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -22,7 +23,45 @@ def _cell(value: object) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.2f}"
-    return str(value)
+    return safe(value)
+
+
+def safe(text: object) -> str:
+    """`text` with every character a terminal would act on or not show written as a
+    Python-style escape (ESC as `\\x1b`, a newline as `\\n`, U+202E as `\\u202e`).
+
+    Source names, errors and invalid-line samples come from lists anyone may publish: raw,
+    they could move the cursor, rewrite earlier lines, retitle the window or reorder what
+    follows. Printable text, spaces included, passes unchanged; a backslash is kept as it is.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(ch: str) -> str:
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def safe_tree(value: Any) -> Any:
+    """`value` (a decoded JSON answer) with `safe` applied to every string in it, keys
+    included, so no formatter can print a raw daemon string by forgetting to escape it."""
+    if isinstance(value, str):
+        return safe(value)
+    if isinstance(value, dict):
+        return {safe(k): safe_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [safe_tree(v) for v in value]
+    return value
 
 
 def duration(seconds: float | None) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..config import IPNetwork, SourceConfig
+from ..config import TEXT_FORMAT, IPNetwork, SourceConfig
 from ..errors import BangdError, Fail2banError, FetchError
 from ..sources.fetch import Fetched
 from ..sources.parse import ParsedList, parse_blocklist, raw_digest, sorted_entries
@@ -194,6 +194,10 @@ class Importer:
     ) -> None:
         prev = await self.store.source(source.name)
         settings_digest = settings.digest(source.jail)
+        if source.format != TEXT_FORMAT:  # the same bytes read another way are a change
+            settings_digest = hashlib.sha256(
+                f"{settings_digest}|{source.format!r}".encode()
+            ).hexdigest()
         unfinished = await self.store.unfinished(source.name)
         if unfinished and not summary.dry_run:
             # Settle a crashed run first, whatever this run then finds: rows left pending
@@ -224,6 +228,7 @@ class Importer:
         parsed = await asyncio.to_thread(
             parse_blocklist, fetched.body,
             allowlist=settings.allowlist, skip_reserved=settings.skip_reserved,
+            feed=source.format,
         )
         summary.invalid = parsed.invalid
         summary.invalid_lines = list(parsed.invalid_lines)
@@ -237,13 +242,33 @@ class Importer:
                 f"max_entries {source.max_entries}; nothing applied. Raise "
                 "sources[].max_entries if the list is really that big"
             )
+        had_entries = prev is not None and bool(prev.entries)
+        if parsed.unreadable and not force and not had_entries:
+            # A list in a format this source is not set to read must never look like success.
+            raise ImportRefused(f"source {source.name}: {parsed.format_hint()}; nothing applied")
+        if parsed.guessed_format and parsed.invalid >= len(parsed.entries):
+            log.warning("source=%s invalid=%d hint=these lines look like format: %s",
+                        source.name, parsed.invalid, parsed.guessed_format)
+        if (
+            source.max_drop is not None and prev is not None and prev.entries and not force
+            and prev.jail == source.jail
+            and len(parsed.entries) < prev.entries * (1 - source.max_drop)
+        ):
+            dropped = prev.entries - len(parsed.entries)
+            raise ImportRefused(
+                f"source {source.name}: the list shrank from {prev.entries} to "
+                f"{len(parsed.entries)} entries ({100 * dropped // prev.entries}% dropped), "
+                f"more than max_drop {source.max_drop:.0%}; nothing changed. If that is "
+                f"right: bangctl import --force {source.name}"
+            )
         if not parsed.entries and prev is not None and prev.entries and not force:
             # An error page served with 200, or a truncated mirror, must not lift every ban.
             raise ImportRefused(
                 f"source {source.name}: the new list has no valid entries "
                 f"({parsed.invalid} invalid lines) but {prev.entries} are applied; nothing "
-                f"changed. If the list really is empty now: bangctl import --force "
-                f"{source.name}"
+                f"changed. "
+                + (f"{parsed.format_hint()}. " if parsed.unreadable else "")
+                + f"If the list really is empty now: bangctl import --force {source.name}"
             )
         if shortcuts and prev is not None and prev.entries_digest == parsed.digest:
             await self._unchanged(source, prev, fetched, body_digest, summary)
@@ -273,6 +298,11 @@ class Importer:
         body_digest: str | None, summary: ImportSummary,
     ) -> None:
         summary.state = "unchanged"
+        for run in await self.store.runs(source.name, 5):
+            # The last real parse's invalid count stays visible: unchanged runs carry it on.
+            if run["id"] != summary.run_id and run["state"] in ("completed", "unchanged"):
+                summary.invalid = run["invalid"] or 0
+                break
         if prev is not None:
             summary.entries = prev.entries
             summary.content_hash = prev.entries_digest

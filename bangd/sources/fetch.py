@@ -8,6 +8,10 @@ retries by a fixed count with exponential backoff through an injected sleep.
 
 Unchanged lists are recognised before a byte is parsed: HTTP validators (ETag,
 Last-Modified) give a 304, and files get a cheap stat-based validator of the same shape.
+
+A source's own `headers:` (API keys) are sent with every request and appear nowhere else:
+not in errors, not in logs; a 401/403 says the credentials were refused, naming only the
+config keys to check.
 """
 
 from __future__ import annotations
@@ -62,6 +66,16 @@ class _Retryable(Exception):
         self.reason = reason
         self.hint = hint
         self.retry_after = retry_after
+
+
+def _refused(source: SourceConfig) -> str:
+    """What a 401/403 means for this source; header names only, never their values."""
+    if source.headers:
+        return (
+            "the server refused the credentials: check headers/headers_file "
+            f"({', '.join(source.headers.names())})"
+        )
+    return "the server refused the request: it may need a key; set headers or headers_file"
 
 
 def _seconds(value: float) -> str:
@@ -165,6 +179,7 @@ class Fetcher:
         self, source: SourceConfig, url: str, etag: str | None, last_modified: str | None
     ) -> tuple[int, bytes | None, str | None, str | None]:
         headers = {"User-Agent": self._user_agent, "Accept-Encoding": "gzip, deflate"}
+        headers.update(source.headers.items())
         if etag is not None:
             headers["If-None-Match"] = etag
         if last_modified is not None:
@@ -254,6 +269,8 @@ class Fetcher:
                 "the server is failing or rate-limiting; the next run will try again",
                 _retry_after(resp.headers.get("Retry-After")),
             )
+        if status in (401, 403):
+            raise FetchError(f"source {source.name}: HTTP {status} from {url}: {_refused(source)}")
         if status != 200:
             raise FetchError(f"source {source.name}: HTTP {status} from {url}: check the url")
         length = resp.content_length

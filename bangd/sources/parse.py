@@ -24,6 +24,13 @@ line is invalid rather than silently read as a single host.
 Accepted entries: IPv4, IPv6, `addr/len` of either, with `len` in plain decimal (no sign,
 no leading zeros, no netmask form). Zone ids (`fe80::1%eth0`), ranges, host names and
 several addresses on one line are invalid.
+
+Other feed formats (`sources[].format`, SPEC.md "Feed formats") are read by the generic
+readers in `formats.py`, which only find the address text in a line and hand it to the
+same scan: every format gets the same normalisation, screening and counting. Their lines
+are few (a feed in another format is rarely over 100k rows), so they skip the bare-IPv4
+loop but still never build `ipaddress` objects; ranges become CIDRs in `cidr.py`.
+Invalid lines are reported escaped (`textsafe`): list text reaches terminals and logs.
 """
 
 from __future__ import annotations
@@ -36,6 +43,11 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple
+
+from ..config import TEXT_FORMAT, FeedFormat
+from ..textsafe import safe_text
+from .cidr import range_cover
+from .formats import guess_format, reader_for
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -75,6 +87,7 @@ RESERVED_IPV6: Final[tuple[str, ...]] = (
 RESERVED_NETWORKS: Final[tuple[str, ...]] = RESERVED_IPV4 + RESERVED_IPV6
 
 INVALID_TEXT_LIMIT: Final = 80
+GUESS_SAMPLES: Final = 32  # refused lines kept (unescaped, unreported) to guess a format from
 
 _V4_BITS: Final = 32
 _V6_BITS: Final = 128
@@ -133,6 +146,28 @@ class ParsedList:
     duplicates: int
     skipped_allowlist: int
     skipped_reserved: int
+    format: str = "text"
+    ignored: int = 0  # the format's own non-data lines: header rows, metadata, other records
+    below_min_score: int = 0
+    guessed_format: str | None = None  # what the refused lines look like, if not `format`
+
+    @property
+    def unreadable(self) -> bool:
+        """Not one line read as an address: the list is probably in another format."""
+        return (
+            self.invalid > 0 and not self.entries and not self.skipped_allowlist
+            and not self.skipped_reserved and not self.below_min_score
+        )
+
+    def format_hint(self) -> str:
+        """Why nothing was read and what to do, for the error of a refused import."""
+        guess = (
+            f" (it looks like format: {self.guessed_format})" if self.guessed_format else ""
+        )
+        return (
+            f"no line looked like an address ({self.invalid} invalid lines in format "
+            f"{self.format}): is this list in another format? see format:{guess}"
+        )
 
 
 class _Entry(NamedTuple):
@@ -273,12 +308,16 @@ def parse_blocklist(
     allowlist: Sequence[IPNetwork] = (),
     skip_reserved: bool = True,
     invalid_samples: int = 5,
+    feed: FeedFormat = TEXT_FORMAT,
 ) -> ParsedList:
     """Parse a downloaded blocklist; CPU-bound, so async callers run it via asyncio.to_thread."""
     screen = _Screen(allowlist, skip_reserved)
     lines = _split_lines(data)
     scan = _Scan(screen, invalid_samples)
-    scan.run(lines)
+    if feed.reader == "text":
+        scan.run(lines)
+    else:
+        reader_for(feed)(feed, lines, scan)
     # Collecting into a list and deduplicating once in C beats a set insert per line, and
     # the dict keeps input order: real lists often come sorted, and sorting for the digest
     # in input order is up to 4x cheaper than in hash order.
@@ -292,6 +331,10 @@ def parse_blocklist(
         duplicates=len(scan.accepted) - len(unique),
         skipped_allowlist=scan.skipped_allowlist,
         skipped_reserved=scan.skipped_reserved,
+        format=feed.name,
+        ignored=scan.ignored,
+        below_min_score=scan.below_min_score,
+        guessed_format=guess_format(scan.guess_samples, feed.name) if scan.invalid else None,
     )
 
 
@@ -328,7 +371,11 @@ def _split_lines(data: bytes) -> list[str]:
 
 
 class _Scan:
-    """Counters and the kept entries filled by one pass over the lines."""
+    """Counters and the kept entries filled by one pass over the lines.
+
+    `run` is the text format's loop; the other formats' readers call the `formats.Sink`
+    methods (`entry`, `range`, `refuse`, `ignore`, `below_score`) line by line.
+    """
 
     def __init__(self, screen: _Screen, invalid_samples: int) -> None:
         self.screen = screen
@@ -338,6 +385,10 @@ class _Scan:
         self.invalid_lines: list[tuple[int, str]] = []
         self.skipped_allowlist = 0
         self.skipped_reserved = 0
+        self.ignored = 0
+        self.below_min_score = 0
+        self.guess_samples: list[str] = []
+        self._pton = socket.inet_pton if _INET_PTON_IS_STRICT else _refuse
 
     def run(self, lines: list[str]) -> None:
         """The hot loop: plain IPv4 lines never leave it; everything else goes to `_rare`."""
@@ -380,8 +431,70 @@ class _Scan:
     def _record_invalid(self, lineno: int, line: str) -> None:
         self.invalid += 1
         if len(self.invalid_lines) < self.invalid_samples:
-            shown = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            self.invalid_lines.append((lineno, shown[:INVALID_TEXT_LIMIT]))
+            self.invalid_lines.append((lineno, safe_text(line, INVALID_TEXT_LIMIT)))
+        if len(self.guess_samples) < GUESS_SAMPLES:
+            self.guess_samples.append(line[:200])
+
+    # --- formats.Sink: what the other formats' readers report -------------------------
+
+    def entry(self, lineno: int, text: str, line: str) -> None:
+        try:  # the text format's hot path: a canonical dotted quad is its own normal form
+            packed = self._pton(socket.AF_INET, text)
+        except (OSError, ValueError):
+            entry = _parse_entry(text) if text else None
+            if entry is None:
+                self._record_invalid(lineno, line)
+            elif self._admit(entry):
+                self.accepted.append(entry.text)
+            return
+        if self.screen.needs_check4[packed[0]]:
+            value = int.from_bytes(packed, "big")
+            if not self._admit(_Entry(text, False, value, value)):
+                return
+        self.accepted.append(text)
+
+    def range(self, lineno: int, first: str, last: str, line: str) -> None:
+        low, high = self._address(first), self._address(last)
+        if low is None or high is None or low[0] != high[0] or low[1] > high[1]:
+            self._record_invalid(lineno, line)
+            return
+        is_v6 = low[0]
+        if is_v6:
+            for network, prefix in range_cover(low[1], high[1], _V6_BITS):
+                entry = _entry_of(True, network, prefix)
+                if self._admit(entry):
+                    self.accepted.append(entry.text)
+            return
+        needs_check = self.screen.needs_check4
+        ntop, af_inet = socket.inet_ntop, socket.AF_INET
+        for network, prefix in range_cover(low[1], high[1], _V4_BITS):
+            text = ntop(af_inet, network.to_bytes(4, "big"))
+            if prefix != _V4_BITS:
+                text = f"{text}/{prefix}"
+            # A block within one first octet that touches no screened range needs no check.
+            if prefix < 8 or needs_check[network >> 24]:
+                last_address = network | ((1 << (_V4_BITS - prefix)) - 1)
+                if not self._admit(_Entry(text, False, network, last_address)):
+                    continue
+            self.accepted.append(text)
+
+    def _address(self, text: str) -> tuple[bool, int] | None:
+        """(is IPv6, value) of one address (no prefix), IPv4-mapped IPv6 as IPv4; else None."""
+        try:
+            return False, int.from_bytes(self._pton(socket.AF_INET, text), "big")
+        except (OSError, ValueError):
+            pass
+        entry = _parse_entry(text) if text and "/" not in text else None
+        return None if entry is None else (entry.is_v6, entry.first)
+
+    def refuse(self, lineno: int, line: str) -> None:
+        self._record_invalid(lineno, line)
+
+    def ignore(self) -> None:
+        self.ignored += 1
+
+    def below_score(self) -> None:
+        self.below_min_score += 1
 
 
 def _refuse(family: int, text: str) -> bytes:
@@ -434,8 +547,13 @@ def _parse_entry(text: str) -> _Entry | None:
     if is_v6 and value >> _V4_BITS == _MAPPED_HIGH and prefix >= _MAPPED_PREFIX:
         is_v6, bits, value, prefix = False, _V4_BITS, value & _V4_ALL, prefix - _MAPPED_PREFIX
     host_bits = bits - prefix
-    first = value >> host_bits << host_bits
-    last = first | ((1 << host_bits) - 1)
+    return _entry_of(is_v6, value >> host_bits << host_bits, prefix)
+
+
+def _entry_of(is_v6: bool, first: int, prefix: int) -> _Entry:
+    """The entry for a network whose host bits are already clear; /32 and /128 bare."""
+    bits = _V6_BITS if is_v6 else _V4_BITS
+    last = first | ((1 << (bits - prefix)) - 1)
     entry_text = _format_v6(first) if is_v6 else socket.inet_ntop(socket.AF_INET, _v4_bytes(first))
     if prefix != bits:
         entry_text = f"{entry_text}/{prefix}"

@@ -1,0 +1,71 @@
+"""List content made safe to show: in logs, in bangctl's tables and in `--json` strings.
+
+A downloaded list is text a stranger wrote. Echoed raw, an ESC sequence in it can rewrite
+the operator's terminal (move the cursor, hide lines, set the window title), a CR or NL can
+forge extra log lines, and bidi controls can make a line read differently from what it is.
+So every character that is not plainly printable is written as a visible escape
+(`\\x1b`, `\\u202e`, `\\t`; `\\\\` for the backslash itself, so the escaping is
+unambiguous), and a line that is mostly unprintable (a binary file, a gzip body served as
+text) is summarised instead of being dumped.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+ELLIPSIS: Final = "…"
+BINARY_SHARE: Final = 0.3
+"""A line with more than this share of unprintable characters is shown as a summary."""
+
+# C0 controls and DEL, C1 controls, lone surrogates (bytes that were not UTF-8, kept by
+# surrogateescape), bidi and zero-width format characters, line/paragraph separators,
+# and the backslash so that an escape in the output always means an escape.
+_UNSAFE: Final = re.compile(
+    "[\\\\\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\ufeff\ufff9-\ufffb\ud800-\udfff]"
+)
+
+
+_NAMED: Final = {"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\n": "\\n"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte surrogateescape could not decode
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def safe_text(text: str, limit: int = 80) -> str:
+    """`text` with every unsafe character escaped, cut to at most `limit` characters plus `…`.
+
+    The cut never splits an escape. Only the first `4 * limit` characters are looked at,
+    so a huge line costs no more than a short one.
+    """
+    head = text[: limit * 4]
+    unsafe = sum(1 for c in _UNSAFE.findall(head) if c not in _NAMED)
+    if head and unsafe > BINARY_SHARE * len(head):
+        return (
+            f"<binary data: {len(text)} characters, {100 * unsafe // len(head)}% of the "
+            "first ones unprintable>"
+        )
+    pieces: list[str] = []
+    size = 0
+    for at, piece in enumerate(_pieces(head)):
+        if size + len(piece) > limit:
+            return "".join(pieces) + ELLIPSIS
+        pieces.append(piece)
+        size += len(piece)
+        if at + 1 == len(head) and len(text) > len(head):
+            return "".join(pieces) + ELLIPSIS
+    return "".join(pieces)
+
+
+def _pieces(text: str) -> list[str]:
+    """Each character of `text` as it is shown: itself, or its escape."""
+    return [_UNSAFE.sub(_escape, c) for c in text]

@@ -1,0 +1,87 @@
+"""bangctl's exit codes and options against the real bangd process and a real
+fail2ban-server: a list that cannot be read makes `import` exit 1."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_process import DaemonProcess, bangctl, bangctl_json
+from tests.fail2ban_server import PrivateFail2ban
+from tests.shortdir import short_tmpdir
+
+
+@pytest.fixture
+def daemon(fail2ban_jail: str, fail2ban_server: PrivateFail2ban) -> Iterator[DaemonProcess]:
+    """Source `good` reads a list; source `gone` points at a file that does not exist."""
+    with short_tmpdir("bangd-exit-") as d:
+        Path(d, "good.txt").write_text("203.0.113.1\n")
+        proc = DaemonProcess(d, {
+            "fail2ban": {"socket": fail2ban_server.socket, "jail": fail2ban_jail},
+            "skip_reserved": False,
+            "sources": [
+                {"name": "good", "path": f"{d}/good.txt", "interval": "1d"},
+                {"name": "gone", "path": f"{d}/missing.txt", "interval": "1d"},
+            ],
+        })
+        proc.start()
+        proc.wait_for("READY=1")
+        wait_first_runs(proc)
+        yield proc
+        proc.close()
+
+
+def wait_first_runs(proc: DaemonProcess) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        states = {s["name"]: s["last_state"]
+                  for s in bangctl_json(proc.socket, "sources")["sources"]}
+        if states == {"good": "completed", "gone": "failed"}:
+            return
+        assert time.monotonic() < deadline, states
+        time.sleep(0.05)
+
+
+def test_import_exits_1_when_a_source_fails_and_still_prints_every_summary(
+    daemon: DaemonProcess,
+) -> None:
+    done = bangctl(daemon.socket, "import", "good", "gone")
+    assert done.returncode == 1, done.stderr
+    rows = {line.split()[0]: line.split()[1] for line in done.stdout.splitlines()[1:3]}
+    assert rows == {"good": "unchanged", "gone": "failed"}
+    assert "missing.txt" in done.stdout
+    assert "bangctl: import failed for gone" in done.stderr
+
+
+def test_import_with_json_exits_1_when_a_source_fails(daemon: DaemonProcess) -> None:
+    done = bangctl(daemon.socket, "--json", "import", "gone")
+    assert done.returncode == 1
+    assert [r["state"] for r in json.loads(done.stdout)["imports"]] == ["failed"]
+
+
+def test_import_exits_0_when_every_source_succeeds(daemon: DaemonProcess) -> None:
+    assert bangctl(daemon.socket, "import", "good").returncode == 0
+
+
+def test_import_prints_nothing_on_stderr_when_it_is_not_a_terminal(
+    daemon: DaemonProcess,
+) -> None:
+    done = bangctl(daemon.socket, "import", "good", "--force")
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_json_after_the_command_prints_the_daemon_s_result(daemon: DaemonProcess) -> None:
+    done = bangctl(daemon.socket, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    assert [s["name"] for s in json.loads(done.stdout)["sources"]] == ["good", "gone"]
+
+
+def test_the_socket_option_after_the_command_is_used(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    done = bangctl(str(tmp_path / "wrong.sock"), "version", "-s", daemon.socket)
+    assert (done.returncode, done.stdout.startswith("bangd ")) == (0, True)

@@ -1,0 +1,52 @@
+"""bangctl import never reports a failed import as success, and never echoes list escapes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_process import DaemonProcess, bangctl
+from tests.fail2ban_server import PrivateFail2ban
+from tests.shortdir import short_tmpdir
+
+FEEDS = Path(__file__).parent / "data" / "feeds"
+
+
+@pytest.fixture
+def daemon(fail2ban_jail: str, fail2ban_server: PrivateFail2ban) -> Iterator[DaemonProcess]:
+    with short_tmpdir("bangd-out-") as d:
+        Path(d, "good.txt").write_text("11.0.0.1\n\x1b[2Jbogus\x1b]0;title\x07\n")
+        Path(d, "dshield.txt").write_bytes((FEEDS / "block.txt").read_bytes())
+        proc = DaemonProcess(d, {
+            "fail2ban": {"socket": fail2ban_server.socket, "jail": fail2ban_jail},
+            "sources": [
+                {"name": "good", "path": f"{d}/good.txt", "interval": "1d"},
+                {"name": "wrong", "path": f"{d}/dshield.txt", "interval": "1d"},
+            ],
+        })
+        proc.start()
+        proc.wait_for("READY=1")
+        yield proc
+        proc.close()
+
+
+def test_import_exits_1_when_any_import_failed(daemon: DaemonProcess) -> None:
+    result = bangctl(daemon.socket, "import", "good", "wrong")
+    assert result.returncode == 1, result.stdout
+    assert "wrong: source wrong: no line looked like an address" in result.stdout
+    assert "(it looks like format: dshield)" in result.stdout
+
+
+def test_import_exits_0_when_every_import_succeeded(daemon: DaemonProcess) -> None:
+    assert bangctl(daemon.socket, "import", "good").returncode == 0
+
+
+def test_escape_sequences_from_a_list_never_reach_the_terminal_or_the_log(
+    daemon: DaemonProcess,
+) -> None:
+    result = bangctl(daemon.socket, "import", "--force", "good")
+    assert "good: invalid line 2: \\x1b[2Jbogus\\x1b]0;title\\x07" in result.stdout
+    assert "\x1b" not in result.stdout + result.stderr
+    assert "\x1b" not in daemon.log_text()
