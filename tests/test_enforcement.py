@@ -1,0 +1,313 @@
+"""bangd-nftables, proven with packets: a real fail2ban-server running the shipped action
+inside a network namespace of the test's own (tests/netns.py), bans sent through bangd's
+own Fail2banClient, and TCP connects from the client namespace. A dropped SYN shows as a
+connect timeout (1 s); nothing is slept on: `enforced` writes pending bans before it answers.
+
+Needs root, unshare, nsenter, ip and nft (CI has them); fails rather than skips without.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bangd.errors import Fail2banCommandFailed
+from bangd.fail2ban.client import Fail2banClient
+from tests.fail2ban_server import PrivateFail2ban
+from tests.netns import NetnsPair
+
+REPO = Path(__file__).resolve().parent.parent
+ACTION_FILE = REPO / "packaging" / "fail2ban" / "action.d" / "bangd-nftables.py"
+JAIL_FILE = REPO / "packaging" / "fail2ban" / "jail.d" / "bangd.conf"
+JAIL = "blocklist"
+ACTION = "bangd-nftables"
+CLEAN_V4 = "198.51.100.8"
+CLEAN_V6 = "2001:db8:2:ffff::8"
+
+
+@pytest.fixture
+def netns() -> Iterator[NetnsPair]:
+    pair = NetnsPair()
+    try:
+        yield pair
+    finally:
+        pair.close()
+
+
+def _enforcing_server(netns: NetnsPair, *jails: str) -> PrivateFail2ban:
+    return PrivateFail2ban(
+        jails=jails or (JAIL,), action="bangd-nftables.py", action_files=[ACTION_FILE],
+        netns_pid=netns.server.pid,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def fail2ban(netns: NetnsPair) -> Iterator[PrivateFail2ban]:
+    """fail2ban-server in the server namespace, jail "blocklist" with bangd-nftables."""
+    server = _enforcing_server(netns)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def client(fail2ban: PrivateFail2ban) -> AsyncIterator[Fail2banClient]:
+    f2b = Fail2banClient(fail2ban.socket)
+    try:
+        yield f2b
+    finally:
+        await f2b.close()
+
+
+async def enforced(client: Fail2banClient, jail: str = JAIL, **kwargs: Any) -> dict[str, Any]:
+    result = await client.action_call(jail, ACTION, "enforced", kwargs)
+    assert isinstance(result, dict)
+    return result
+
+
+async def test_a_listed_ipv4_address_is_dropped_and_a_clean_one_connects(
+    netns: NetnsPair, client: Fail2banClient
+) -> None:
+    await client.ban(JAIL, ["198.51.100.7"])
+    await enforced(client)
+
+    assert netns.connect("198.51.100.7") == "timeout"
+    assert netns.connect(CLEAN_V4) == "open"
+
+
+async def test_an_address_inside_a_listed_ipv4_network_is_dropped(
+    netns: NetnsPair, client: Fail2banClient
+) -> None:
+    await client.ban(JAIL, ["203.0.113.0/24"])
+    await enforced(client)
+
+    assert netns.connect("203.0.113.9") == "timeout"
+    assert netns.connect(CLEAN_V4) == "open"
+
+
+async def test_ipv6_addresses_and_networks_are_dropped(
+    netns: NetnsPair, client: Fail2banClient
+) -> None:
+    await client.ban(JAIL, ["2001:db8:2::7", "2001:db8:2:100::/56"])
+    await enforced(client)
+
+    assert netns.connect("2001:db8:2::7") == "timeout"
+    assert netns.connect("2001:db8:2:1ab::9") == "timeout"
+    assert netns.connect(CLEAN_V6) == "open"
+
+
+async def test_unban_reopens_the_source(netns: NetnsPair, client: Fail2banClient) -> None:
+    await client.ban(JAIL, ["198.51.100.7"])
+    await enforced(client)
+    assert netns.connect("198.51.100.7") == "timeout"
+
+    await client.unban(JAIL, ["198.51.100.7"])
+    await enforced(client)
+
+    assert netns.connect("198.51.100.7") == "open"
+
+
+@pytest.mark.parametrize(
+    ("wide", "narrow", "inside_narrow", "inside_wide_only"),
+    [
+        ("198.51.100.128/25", "198.51.100.192/26", "198.51.100.200", "198.51.100.130"),
+        ("2001:db8:2::/48", "2001:db8:2::7", "2001:db8:2::7", "2001:db8:2::9"),
+    ],
+)
+async def test_unbanning_one_of_two_overlapping_entries_keeps_the_other_enforced(
+    netns: NetnsPair,
+    client: Fail2banClient,
+    wide: str,
+    narrow: str,
+    inside_narrow: str,
+    inside_wide_only: str,
+) -> None:
+    await client.ban(JAIL, [wide, narrow])
+    assert (await enforced(client))["missing_count"] == 0
+
+    await client.unban(JAIL, [wide])
+    await enforced(client)
+    assert netns.connect(inside_narrow) == "timeout"
+    assert netns.connect(inside_wide_only) == "open"
+
+    await client.ban(JAIL, [wide])
+    await client.unban(JAIL, [narrow])
+    await enforced(client)
+    assert netns.connect(inside_narrow) == "timeout"
+    assert netns.connect(inside_wide_only) == "timeout"
+
+
+async def test_banning_twice_and_unbanning_an_absent_entry_are_not_errors(
+    client: Fail2banClient,
+) -> None:
+    await client.ban(JAIL, ["198.51.100.7", "203.0.113.0/24"])
+    await client.ban(JAIL, ["198.51.100.7", "203.0.113.0/24"])
+    await client.unban(JAIL, ["198.51.100.99"])
+
+    report = await enforced(client)
+
+    assert (report["banned"], report["enforced"], report["missing_count"]) == (2, 2, 0)
+
+
+async def test_after_nft_flush_ruleset_repair_restores_enforcement(
+    netns: NetnsPair, client: Fail2banClient
+) -> None:
+    await client.ban(JAIL, ["198.51.100.7", "203.0.113.0/24", "2001:db8:2::7"])
+    await enforced(client)
+    netns.nft("flush", "ruleset")
+    assert netns.connect("198.51.100.7") == "open"
+    broken = await enforced(client)
+    assert (broken["table_present"], broken["missing_count"]) == (False, 3)
+
+    repaired = await client.action_call(JAIL, ACTION, "repair")
+
+    assert isinstance(repaired, dict) and repaired["elements"] == 3
+    assert (await enforced(client))["missing_count"] == 0
+    assert netns.connect("198.51.100.7") == "timeout"
+    assert netns.connect("203.0.113.9") == "timeout"
+    assert netns.connect("2001:db8:2::7") == "timeout"
+
+
+async def test_a_ban_after_nft_flush_ruleset_rebuilds_the_whole_table(
+    netns: NetnsPair, client: Fail2banClient
+) -> None:
+    await client.ban(JAIL, ["198.51.100.7"])
+    await enforced(client)
+    netns.nft("flush", "ruleset")
+
+    await client.ban(JAIL, ["203.0.113.0/24"])
+    report = await enforced(client)
+
+    assert (report["banned"], report["missing_count"]) == (2, 0)
+    assert netns.connect("198.51.100.7") == "timeout"
+
+
+async def test_enforced_checks_given_entries_and_lists_at_most_limit_missing(
+    client: Fail2banClient,
+) -> None:
+    await client.ban(JAIL, ["198.51.100.7", "203.0.113.0/24"])
+    asked = ["198.51.100.7", "203.0.113.0/24", "203.0.113.9", "198.51.100.1", "2001:db8::1"]
+
+    report = await enforced(client, entries=asked, limit=2)
+
+    assert (report["checked"], report["enforced"], report["missing_count"]) == (5, 2, 3)
+    assert len(report["missing"]) == 2
+
+
+async def test_fail2ban_restart_restores_enforcement(
+    netns: NetnsPair, fail2ban: PrivateFail2ban, client: Fail2banClient
+) -> None:
+    await client.ban(JAIL, ["198.51.100.7", "203.0.113.0/24", "2001:db8:2::/48"])
+    await enforced(client)
+    await client.close()
+    _wait_until_saved(fail2ban, 3)
+    fail2ban.stop()
+    assert netns.nft("list", "ruleset").strip() == ""
+
+    fail2ban.start()
+
+    report = await _enforced_after_restore(client, 3)
+    assert report["missing_count"] == 0
+    assert netns.connect("198.51.100.7") == "timeout"
+    assert netns.connect("203.0.113.9") == "timeout"
+    assert netns.connect("2001:db8:2::9") == "timeout"
+    assert netns.connect(CLEAN_V4) == "open"
+
+
+async def test_stopping_fail2ban_leaves_no_rule_behind(
+    netns: NetnsPair, fail2ban: PrivateFail2ban, client: Fail2banClient
+) -> None:
+    await client.ban(JAIL, ["198.51.100.7"])
+    await enforced(client)
+    assert "bangd_blocklist" in netns.nft("list", "tables")
+
+    fail2ban.stop()
+
+    assert netns.nft("list", "ruleset").strip() == ""
+    assert netns.connect("198.51.100.7") == "open"
+
+
+async def test_two_jails_get_tables_of_their_own(netns: NetnsPair) -> None:
+    server = _enforcing_server(netns, "a-b", "a_b")
+    server.start()
+    f2b = Fail2banClient(server.socket)
+    try:
+        await f2b.ban("a-b", ["198.51.100.7"])
+        await f2b.ban("a_b", ["203.0.113.0/24"])
+        one, other = await enforced(f2b, "a-b"), await enforced(f2b, "a_b")
+
+        assert one["table"] != other["table"]
+        assert (one["kernel_elements"], other["kernel_elements"]) == (1, 1)
+        await f2b.unban("a-b", ["198.51.100.7"])
+        assert (await enforced(f2b, "a_b"))["missing_count"] == 0
+        assert netns.connect("203.0.113.9") == "timeout"
+    finally:
+        await f2b.close()
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
+
+
+async def test_jail_actions_name_bangds_action(client: Fail2banClient) -> None:
+    assert await client.jail_actions(JAIL) == [ACTION]
+
+
+async def test_calling_a_method_the_action_lacks_is_refused_without_setting_it(
+    client: Fail2banClient, fail2ban: PrivateFail2ban
+) -> None:
+    with pytest.raises(Fail2banCommandFailed, match="no method"):
+        await client.action_call(JAIL, ACTION, "no_such_method", {})
+
+    code, _ = fail2ban.command(["get", JAIL, "action", ACTION, "no_such_method"])
+    assert code == 1
+
+
+def test_the_shipped_jail_loads_in_debians_fail2ban_config(tmp_path: Path) -> None:
+    """What the package installs, read by fail2ban-client against Debian's own config."""
+    conf = tmp_path / "fail2ban"
+    shutil.copytree("/etc/fail2ban", conf, symlinks=True)
+    for stray in (conf / "jail.d").iterdir():
+        stray.unlink()
+    shutil.copy(JAIL_FILE, conf / "jail.d")
+    shutil.copy(ACTION_FILE, conf / "action.d")
+
+    done = subprocess.run(["fail2ban-client", "-c", str(conf), "-d"], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert "['set', 'blocklist', 'bantime', '-1']" in done.stdout
+    assert (f"['set', 'blocklist', 'addaction', 'bangd-nftables', "
+            f"'{conf}/action.d/bangd-nftables.py', '{{}}']") in done.stdout
+    assert "addlogpath" not in done.stdout and "addfailregex" not in done.stdout
+
+
+def _wait_until_saved(fail2ban: PrivateFail2ban, count: int, timeout: float = 30.0) -> None:
+    """fail2ban writes bans to its database after banip answered (README section 3)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with sqlite3.connect(f"{fail2ban.dir}/f2b.sqlite3") as db:
+            (saved,) = db.execute("SELECT count(*) FROM bans").fetchone()
+        if saved >= count or time.monotonic() > deadline:
+            assert saved >= count, f"fail2ban saved {saved} of {count} bans"
+            return
+        time.sleep(0.05)
+
+
+async def _enforced_after_restore(client: Fail2banClient, count: int) -> dict[str, Any]:
+    """Restored bans reach the action through fail2ban's actions thread after start."""
+    async with asyncio.timeout(30.0):
+        while True:
+            report = await enforced(client)
+            if report["banned"] >= count:
+                return report
+            await asyncio.sleep(0.05)
