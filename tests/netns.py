@@ -146,8 +146,12 @@ class NetnsPair:
 
     def _link(self) -> None:
         s, c = self.server, self.client
-        s.run("ip", "link", "set", "lo", "up")
-        c.run("ip", "link", "set", "lo", "up")
+        for agent in (s, c):
+            agent.run("ip", "link", "set", "lo", "up")
+            # No duplicate address detection on the new link: its link-local address would
+            # stay tentative for about a second, and the first IPv6 handshake with it.
+            for scope in ("all", "default"):
+                agent.run("sysctl", "-qw", f"net.ipv6.conf.{scope}.accept_dad=0")
         s.run("ip", "link", "add", "veth-s", "type", "veth", "peer", "name", "veth-c",
               "netns", str(c.pid))
         s.run("ip", "addr", "add", f"{SERVER_V4}/24", "dev", "veth-s")

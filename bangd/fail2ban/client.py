@@ -47,9 +47,11 @@ _METHOD_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # action for every entry inside the call: no action ~0.07 ms per entry, Debian's
 # nftables-allports ~5 ms (one `nft` process per ban), so one size cannot fit both.
 _BATCH_TIME_SHARE: Final = 0.25
-# Until a jail's speed is measured, the first batch is small: 100 entries through
-# nftables-allports take ~0.5 s, well inside any sane timeout.
-_FIRST_BATCH: Final = 100
+# Until a jail's pace is known, batches start small and grow at most this much per batch,
+# so a batch is never far larger than one already measured: under load nftables-allports
+# took over 2 s for 100 entries (its first ban also creates its table).
+_FIRST_BATCH: Final = 10
+_GROWTH: Final = 4
 _VALIDATE_CHUNK: Final = 10_000
 _VALIDATE_INLINE_MAX: Final = 50_000
 _PEERCRED: Final = struct.Struct("3i")
@@ -94,8 +96,10 @@ class Fail2banClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._connected_to: tuple[int, int, int] | None = None
-        # Measured seconds per entry of banip/unbanip, per jail (its actions set the pace).
+        # Measured seconds per entry of banip/unbanip and the last batch's size, per jail
+        # (its actions set the pace).
         self._seconds_per_entry: dict[str, float] = {}
+        self._last_batch: dict[str, int] = {}
 
     @property
     def socket_path(self) -> str:
@@ -242,18 +246,20 @@ class Fail2banClient:
 
     def _next_batch_size(self, jail: str) -> int:
         """As many entries as fit in a share of the timeout at the jail's measured pace,
-        never more than the configured batch_size."""
+        at most _GROWTH times the last batch, never more than the configured batch_size."""
         per_entry = self._seconds_per_entry.get(jail)
         if per_entry is None:
             return min(self._batch_size, _FIRST_BATCH)
         fitting = int(self._timeout * _BATCH_TIME_SHARE / max(per_entry, 1e-7))
-        return max(1, min(self._batch_size, fitting))
+        grown = self._last_batch.get(jail, _FIRST_BATCH) * _GROWTH
+        return max(1, min(self._batch_size, fitting, grown))
 
     def _measured(self, jail: str, seconds: float, entries: int) -> None:
         """A slower batch counts at once (the next must not time out); a faster one is
         averaged in, so one lucky batch does not make the next one too big."""
         if entries < 1:
             return
+        self._last_batch[jail] = entries
         current = seconds / entries
         known = self._seconds_per_entry.get(jail)
         self._seconds_per_entry[jail] = (
