@@ -115,19 +115,21 @@ def wait_saved(fail2ban: PrivateFail2ban, count: int) -> float:
         time.sleep(0.1)
 
 
-async def restart_until_enforced(
-    fail2ban: PrivateFail2ban, count: int
-) -> tuple[float, dict[str, Any]]:
+async def restart_until_restored(fail2ban: PrivateFail2ban, count: int) -> float:
+    """Stop, start, and wait until fail2ban holds `count` bans again. Polled with the cheap
+    `status JAIL short`: `enforced` lists the whole table, which would slow the restore."""
     fail2ban.stop()
     started = time.perf_counter()
     fail2ban.start()
-    while True:
-        report = await enforced(fail2ban)
-        if report["banned"] >= count and report["missing_count"] == 0:
-            return time.perf_counter() - started, report
-        if time.perf_counter() - started > 120:
-            raise RuntimeError(f"not enforced 120 s after the restart: {report}")
-        await asyncio.sleep(0.05)
+    client = Fail2banClient(fail2ban.socket, timeout=TIMEOUT)
+    try:
+        while (await client.jail_status(JAIL)).currently_banned < count:
+            if time.perf_counter() - started > 300:
+                raise RuntimeError("bans not restored 300 s after the restart")
+            await asyncio.sleep(0.05)
+    finally:
+        await client.close()
+    return time.perf_counter() - started
 
 
 def stock_networks_in_kernel(agent: Agent) -> tuple[int, int]:
@@ -164,6 +166,8 @@ async def main() -> int:
         plain = server(agent)
         try:
             t_plain = await ban(plain, listed)
+            wait_saved(plain, len(listed))
+            t_plain_restart = await restart_until_restored(plain, len(listed))
         finally:
             discard(plain)
 
@@ -175,7 +179,11 @@ async def main() -> int:
             t_ours_all = time.perf_counter() - started
             assert report["missing_count"] == 0, report
             wait_saved(ours, len(listed))
-            t_restart, restarted = await restart_until_enforced(ours, len(listed))
+            started = time.perf_counter()
+            await restart_until_restored(ours, len(listed))
+            restarted = await enforced(ours)
+            t_restart = time.perf_counter() - started
+            assert restarted["missing_count"] == 0, restarted
         finally:
             discard(ours)
 
@@ -203,8 +211,10 @@ async def main() -> int:
           f"{stock_100k / t_ours:.0f}x bangd-nftables)")
     print(f"    networks that reached its kernel set: {nets_in_kernel} of {stock_networks} "
           f"(elements in the set: {in_kernel:,} of {len(stock_listed):,})")
-    print(f"  fail2ban restart until all {restarted['banned']:,} bans are enforced again: "
-          f"{t_restart:.2f} s")
+    print(f"  fail2ban restart until all {len(listed):,} bans are restored, no action: "
+          f"{t_plain_restart:.2f} s")
+    print(f"  fail2ban restart until all {restarted['banned']:,} are enforced, bangd-nftables: "
+          f"{t_restart:.2f} s (check included)")
     return 0
 
 

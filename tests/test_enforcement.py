@@ -51,9 +51,11 @@ def netns() -> Iterator[NetnsPair]:
         pair.close()
 
 
-def _enforcing_server(netns: NetnsPair, *jails: str) -> PrivateFail2ban:
+def _enforcing_server(
+    netns: NetnsPair, *jails: str, action: str = "bangd-nftables.py"
+) -> PrivateFail2ban:
     return PrivateFail2ban(
-        jails=jails or (JAIL,), action="bangd-nftables.py", action_files=[ACTION_FILE],
+        jails=jails or (JAIL,), action=action, action_files=[ACTION_FILE],
         netns_pid=netns.server.pid,
     )  # fmt: skip
 
@@ -279,6 +281,25 @@ async def test_two_jails_get_tables_of_their_own(netns: NetnsPair) -> None:
         await f2b.unban("a-b", ["198.51.100.7"])
         assert (await enforced(f2b, "a_b"))["missing_count"] == 0
         assert netns.connect("203.0.113.9") == "timeout"
+    finally:
+        await f2b.close()
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
+
+
+async def test_options_name_the_table_and_make_bans_rejects(netns: NetnsPair) -> None:
+    server = _enforcing_server(
+        netns, action="bangd-nftables.py[table=edge_drop, blocktype=reject, priority=-50]"
+    )
+    server.start()
+    f2b = Fail2banClient(server.socket)
+    try:
+        await f2b.ban(JAIL, ["198.51.100.7"])
+        report = await enforced(f2b)
+
+        assert (report["table"], report["missing_count"]) == ("edge_drop", 0)
+        assert "priority -50" in netns.nft("list", "chain", "inet", "edge_drop", "input")
+        assert netns.connect("198.51.100.7") == "refused"
     finally:
         await f2b.close()
         server.stop()

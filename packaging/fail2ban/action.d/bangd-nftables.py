@@ -52,6 +52,8 @@ _PLAIN_JAIL = re.compile(r"[A-Za-z0-9_]{1,48}")
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 _NOTICE = getattr(logging, "NOTICE", logging.INFO)
 _MAX_LIMIT = 10_000
+_RELISTS = 3
+_RELIST_DELAY = 0.2
 # A set for addresses of each family always exists, so the table's shape is predictable.
 _ALWAYS = ((4, 32), (6, 128))
 
@@ -200,7 +202,8 @@ class Action(ActionBase):  # type: ignore[misc]
                 return
             self._pending.setdefault(key, False)
             self._model.add(key)
-        self._wake.set()
+        if not self._wake.is_set():  # set() takes a lock: 100k bans in a row, one wake
+            self._wake.set()
 
     def reban(self, aInfo: Mapping[str, Any]) -> None:
         self.ban(aInfo)
@@ -217,7 +220,8 @@ class Action(ActionBase):  # type: ignore[misc]
                 return
             self._pending.setdefault(key, True)
             self._model.discard(key)
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
 
     def flush(self) -> bool:
         """fail2ban's unban-everything (``unban --all``, jail stop): empty the sets at once
@@ -278,30 +282,36 @@ class Action(ActionBase):  # type: ignore[misc]
             with self._lock:
                 banned = len(self._model)
                 not_addresses = len(self._not_addresses)
-                wanted: Iterable[Key | None]
-                if entries is None:
-                    wanted = list(self._model)
-                    checked = banned
+                model = list(self._model) if entries is None else []
             kernel = self._kernel_state()
-        if entries is not None:
-            wanted = [key_of(entry) for entry in entries]
-            checked = len(entries)
-        elements, enforced_sets = kernel if kernel is not None else ({}, set())
-        missing: list[str] = []
-        missing_count = 0
-        for key in wanted:
-            if key is not None and key[:2] in enforced_sets and key[2] in elements.get(key[:2], ()):
-                continue
-            missing_count += 1
-            if len(missing) < limit:
-                missing.append("(not an address)" if key is None else _format_key(key))
+            wanted = model if entries is None else [key_of(entry) for entry in entries]
+            missing_keys = _missing(wanted, kernel)
+            for _ in range(_RELISTS):
+                if kernel is None or not missing_keys:
+                    break
+                # A dump of a hash set the kernel is still resizing (right after a large
+                # write) can skip elements: list again and count what either dump showed.
+                time.sleep(_RELIST_DELAY)
+                again = self._kernel_state()
+                if again is None:
+                    kernel = None
+                    break
+                for shape, addrs in again[0].items():
+                    kernel[0].setdefault(shape, set()).update(addrs)
+                kernel[1].update(again[1])
+                missing_keys = _missing(missing_keys, kernel)
+        checked = len(wanted)
+        elements = kernel[0] if kernel is not None else {}
+        missing = [
+            "(not an address)" if key is None else _format_key(key) for key in missing_keys[:limit]
+        ]
         return {
             "table": self._table,
             "table_present": kernel is not None,
             "banned": banned,
             "checked": checked,
-            "enforced": checked - missing_count,
-            "missing_count": missing_count,
+            "enforced": checked - len(missing_keys),
+            "missing_count": len(missing_keys),
             "missing": sorted(missing),
             "kernel_elements": sum(len(addrs) for addrs in elements.values()),
             "not_addresses": not_addresses,
@@ -436,7 +446,7 @@ class Action(ActionBase):  # type: ignore[misc]
         if rc != 0:
             raise NftError(f"nft {what} failed (rc={rc}): {error.strip()[:500]}")
 
-    def _kernel_state(self) -> tuple[dict[tuple[int, int], set[int]], set[tuple[int, int]]] | None:
+    def _kernel_state(self) -> KernelState | None:
         """The table as the kernel holds it: elements per set, and the sets whose drop rule
         (right match, right verdict) is in an input-hook chain. None: no such table."""
         rc, out, error = self._nft_json.cmd(f"list table inet {self._table}")
@@ -485,6 +495,20 @@ class Action(ActionBase):  # type: ignore[misc]
         else:
             expected = {"&": [payload, _ntop(family, _mask(family, plen))]}
         return shape if left == expected else None
+
+
+KernelState = tuple[dict[tuple[int, int], set[int]], set[tuple[int, int]]]
+
+
+def _missing(wanted: Iterable[Key | None], kernel: KernelState | None) -> list[Key | None]:
+    """The wanted keys whose element is not in its set, or whose set has no drop rule."""
+    if kernel is None:
+        return list(wanted)
+    elements, enforcing = kernel
+    return [
+        key for key in wanted
+        if key is None or key[:2] not in enforcing or key[2] not in elements.get(key[:2], ())
+    ]
 
 
 def _shape_of(name: str) -> tuple[int, int] | None:
