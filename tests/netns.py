@@ -130,6 +130,7 @@ class NetnsPair:
 
     def __init__(self) -> None:
         require_tools()
+        self._sources: set[str] = set()
         self.server = Agent("server")
         try:
             self.client = Agent("client")
@@ -142,7 +143,6 @@ class NetnsPair:
         except BaseException:
             self.server.close()
             raise
-        self._sources: set[str] = set()
 
     def _link(self) -> None:
         s, c = self.server, self.client
@@ -162,6 +162,20 @@ class NetnsPair:
         c.run("ip", "link", "set", "veth-c", "up")
         for route in CLIENT_ROUTES:
             s.run("ip", "-6" if ":" in route else "-4", "route", "add", route, "dev", "veth-s")
+        # Permanent neighbours, no ARP/NDP: a client NS sent from a banned IPv6 source is
+        # dropped by the very rules under test, which would leave the server unresolvable
+        # for the next, clean connect ("unreachable").
+        self._server_mac = _mac(s, "veth-s")
+        self._client_mac = _mac(c, "veth-c")
+        for address in (SERVER_V4, SERVER_V6):
+            c.run("ip", "neigh", "replace", address, "lladdr", self._server_mac, "dev", "veth-c",
+                  "nud", "permanent")
+        for address in (CLIENT_V4, CLIENT_V6):
+            self._pin_client(address)
+
+    def _pin_client(self, address: str) -> None:
+        self.server.run("ip", "neigh", "replace", address, "lladdr", self._client_mac,
+                        "dev", "veth-s", "nud", "permanent")
 
     def add_source(self, address: str) -> None:
         """Give the client `address` (inside CLIENT_ROUTES) to connect from."""
@@ -171,6 +185,7 @@ class NetnsPair:
         extra = ["nodad"] if ":" in address else []
         self.client.run("ip", family, "addr", "add", f"{address}/{128 if ':' in address else 32}",
                         "dev", "veth-c", *extra)
+        self._pin_client(address)
         self._sources.add(address)
 
     def connect(self, source: str, timeout: float = CONNECT_TIMEOUT) -> str:
@@ -191,6 +206,13 @@ class NetnsPair:
     def close(self) -> None:
         self.client.close()
         self.server.close()
+
+
+def _mac(agent: Agent, device: str) -> str:
+    (link,) = json.loads(agent.run("ip", "-j", "link", "show", device).stdout)
+    address = link["address"]
+    assert isinstance(address, str)
+    return address
 
 
 # ---- the agent, run inside a namespace ------------------------------------------------------
