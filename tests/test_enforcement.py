@@ -306,6 +306,13 @@ async def test_options_name_the_table_and_make_bans_rejects(netns: NetnsPair) ->
         shutil.rmtree(server.dir, ignore_errors=True)
 
 
+async def test_a_bad_argument_comes_back_as_an_error_bangd_can_read(
+    client: Fail2banClient,
+) -> None:
+    with pytest.raises(Fail2banCommandFailed, match="limit must be an integer"):
+        await client.action_call(JAIL, ACTION, "enforced", {"limit": -1})
+
+
 async def test_jail_actions_name_bangds_action(client: Fail2banClient) -> None:
     assert await client.jail_actions(JAIL) == [ACTION]
 

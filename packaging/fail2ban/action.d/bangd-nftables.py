@@ -105,8 +105,10 @@ def key_of(ip: object) -> Key | None:
     return (family, plen, int(ip.addr) & _mask(family, plen))
 
 
-class NftError(RuntimeError):
-    """libnftables refused a command; the message carries nft's own error text."""
+# libnftables refused a command; the message carries nft's own error text. A builtin class,
+# not a subclass: errors travel pickled over fail2ban's socket, and a class from this
+# module (named "bangd-nftables", not an importable name) is one no client can map.
+NftError = RuntimeError
 
 
 class Action(ActionBase):  # type: ignore[misc]
