@@ -84,10 +84,12 @@ def _fail2ban_conf(directory: Path, loglevel: str) -> str:
     )
 
 
-def _jail_conf(jails: Sequence[str], action: str) -> str:
+def _jail_conf(jails: Sequence[str], action: str, plain: Sequence[str] = ()) -> str:
+    """jail.conf: `action` for each jail, except `plain` ones, which have none."""
     sections = [
         "[DEFAULT]\nbackend = polling\nbantime = 1d\nallowipv6 = auto\n",
-        *(f"[{jail}]\nenabled = true\nfilter =\naction = {action}\n" for jail in jails),
+        *(f"[{jail}]\nenabled = true\nfilter =\naction = {'' if jail in plain else action}\n"
+          for jail in jails),
     ]
     return "\n".join(sections)
 
@@ -130,6 +132,7 @@ class PrivateFail2ban:
         action: str = "",
         action_files: Sequence[str | Path] = (),
         netns_pid: int | None = None,
+        plain_jails: Sequence[str] = (),
     ) -> None:
         if not jails:
             raise ValueError("PrivateFail2ban needs at least one jail")
@@ -143,6 +146,7 @@ class PrivateFail2ban:
         self._loglevel = loglevel
         self._action = action
         self._action_files = tuple(Path(path) for path in action_files)
+        self._plain_jails = tuple(plain_jails)
         self._netns_pid = netns_pid
         self._dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -237,7 +241,8 @@ class PrivateFail2ban:
         conf = self._dir / "conf"
         conf.mkdir(exist_ok=True)
         (conf / "fail2ban.conf").write_text(_fail2ban_conf(self._dir, self._loglevel))
-        (conf / "jail.conf").write_text(_jail_conf(self._jails, self._action))
+        (conf / "jail.conf").write_text(_jail_conf(self._jails, self._action,
+                                                          self._plain_jails))
         if self._action_files:
             (conf / "action.d").mkdir(exist_ok=True)
             for path in self._action_files:
