@@ -1,9 +1,12 @@
 """A private, real fail2ban-server for tests, benchmarks and demos.
 
 It runs Debian's /usr/bin/fail2ban-server with its own config, socket, database and log
-in a short directory under /tmp, with jails that have no filter and no action: bans are
-only bookkeeping, no firewall is touched. Usable from pytest fixtures and, through the
-command line below, from plain scripts:
+in a short directory under /tmp, with jails that have no filter and, by default, no action:
+bans are only bookkeeping, no firewall is touched. A real firewall action (`action=`, with
+its files copied into the private action.d) is only for a server started inside a network
+namespace of the test's own (`netns_pid=`, see tests/netns.py), so the machine's ruleset is
+never touched. Usable from pytest fixtures and, through the command line below, from plain
+scripts:
 
     python -m tests.fail2ban_server start DIR [--jail NAME]... [--loglevel LEVEL]
     python -m tests.fail2ban_server stop DIR
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -80,10 +84,12 @@ def _fail2ban_conf(directory: Path, loglevel: str) -> str:
     )
 
 
-def _jail_conf(jails: Sequence[str]) -> str:
+def _jail_conf(jails: Sequence[str], action: str, plain: Sequence[str] = ()) -> str:
+    """jail.conf: `action` for each jail, except `plain` ones, which have none."""
     sections = [
         "[DEFAULT]\nbackend = polling\nbantime = 1d\nallowipv6 = auto\n",
-        *(f"[{jail}]\nenabled = true\nfilter =\naction =\n" for jail in jails),
+        *(f"[{jail}]\nenabled = true\nfilter =\naction = {'' if jail in plain else action}\n"
+          for jail in jails),
     ]
     return "\n".join(sections)
 
@@ -122,12 +128,26 @@ class PrivateFail2ban:
         base_dir: str | None = None,
         jails: Sequence[str] = ("bl",),
         loglevel: str = "NOTICE",
+        *,
+        action: str = "",
+        action_files: Sequence[str | Path] = (),
+        netns_pid: int | None = None,
+        plain_jails: Sequence[str] = (),
     ) -> None:
         if not jails:
             raise ValueError("PrivateFail2ban needs at least one jail")
+        if action and netns_pid is None:
+            raise ValueError(
+                "a firewall action would change this machine's ruleset: "
+                "start the server inside a test network namespace (netns_pid=)"
+            )
         self._base_dir = base_dir
         self._jails = tuple(jails)
         self._loglevel = loglevel
+        self._action = action
+        self._action_files = tuple(Path(path) for path in action_files)
+        self._plain_jails = tuple(plain_jails)
+        self._netns_pid = netns_pid
         self._dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -221,12 +241,20 @@ class PrivateFail2ban:
         conf = self._dir / "conf"
         conf.mkdir(exist_ok=True)
         (conf / "fail2ban.conf").write_text(_fail2ban_conf(self._dir, self._loglevel))
-        (conf / "jail.conf").write_text(_jail_conf(self._jails))
+        (conf / "jail.conf").write_text(_jail_conf(self._jails, self._action,
+                                                          self._plain_jails))
+        if self._action_files:
+            (conf / "action.d").mkdir(exist_ok=True)
+            for path in self._action_files:
+                shutil.copyfile(path, conf / "action.d" / path.name)
         return self._dir
 
     def _server_argv(self, directory: Path) -> list[str]:
+        # nsenter -n execs the server itself (no fork), so the pid is still the server's.
+        inside = [] if self._netns_pid is None else [
+            "nsenter", "-t", str(self._netns_pid), "-n", "--"]
         return [
-            SERVER_BINARY, "-f", "-x",
+            *inside, SERVER_BINARY, "-f", "-x",
             "-c", str(directory / "conf"),
             "-s", str(directory / "f2b.sock"),
             "-p", str(directory / "f2b.pid"),

@@ -40,6 +40,10 @@ METRICS_UNITS = ("/lib/systemd/system/bangd-metrics.service",
                  "/lib/systemd/system/bangd-metrics.timer")
 TIMER_LINK = "/etc/systemd/system/timers.target.wants/bangd-metrics.timer"
 CONFFILE = "/etc/bangd/config.yaml"
+F2B_ACTION = "/etc/fail2ban/action.d/bangd-nftables.py"
+F2B_JAIL = "/etc/fail2ban/jail.d/bangd.conf"
+F2B_FILES = {F2B_ACTION: REPO / "packaging/fail2ban/action.d/bangd-nftables.py",
+             F2B_JAIL: REPO / "packaging/fail2ban/jail.d/bangd.conf"}
 MODULE_DIR = "/usr/lib/python3/dist-packages/bangd"
 STATE_DIR = "/var/lib/bangd"
 WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/bangd.service"
@@ -47,7 +51,7 @@ MAN_PAGES = ("/usr/share/man/man8/bangd.8.gz", "/usr/share/man/man8/bangctl.8.gz
 COMPLETION = "/usr/share/bash-completion/completions/bangctl"  # where bash-completion looks
 DEBIAN_DEPENDENCIES = (
     "python3-aiohttp", "python3-aiosqlite", "python3-geoip2", "python3-maxminddb",
-    "python3-yaml", "python3-sdnotify", "fail2ban",
+    "python3-yaml", "python3-sdnotify", "fail2ban", "python3-nftables",
 )  # fmt: skip
 JAIL = "blocklist"
 LOCAL_LIST = "192.0.2.10\n198.51.100.0/24  # documentation range\n203.0.113.7\n"
@@ -217,7 +221,7 @@ def test_package_depends_on_debian_12_packages(deb: Path) -> None:
 def test_package_installs_commands_unit_config_and_man_pages(installed: Path) -> None:
     files = set(run("dpkg", "-L", PACKAGE).split())
     assert {BANGD, BANGCTL, UNIT, CONFFILE, f"{MODULE_DIR}/__init__.py", *MAN_PAGES,
-            *METRICS_UNITS, COMPLETION} <= files
+            *METRICS_UNITS, COMPLETION, *F2B_FILES} <= files
 
 
 def test_installed_bash_completion_completes_bangctl_commands(installed: Path) -> None:
@@ -235,6 +239,31 @@ def test_config_is_a_conffile_made_from_the_example(installed: Path) -> None:
     conffiles = run("dpkg-query", "-W", "-f=${Conffiles}", PACKAGE)
     assert CONFFILE in conffiles.split()
     assert Path(CONFFILE).read_text() == (REPO / "config.example.yaml").read_text()
+
+
+def test_fail2ban_action_and_jail_are_conffiles_as_shipped(installed: Path) -> None:
+    conffiles = run("dpkg-query", "-W", "-f=${Conffiles}", PACKAGE).split()
+    for path, source in F2B_FILES.items():
+        assert path in conffiles
+        assert Path(path).read_bytes() == source.read_bytes()
+
+
+def test_installed_fail2ban_config_has_the_blocklist_jail_with_bangds_action(
+    installed: Path,
+) -> None:
+    """Debian's own fail2ban-client reads /etc/fail2ban with the package's files in it."""
+    dump = run("fail2ban-client", "-d")
+    assert "['add', 'blocklist', 'auto']" in dump
+    assert "['set', 'blocklist', 'bantime', '-1']" in dump
+    assert f"['set', 'blocklist', 'addaction', 'bangd-nftables', '{F2B_ACTION}', '{{}}']" in dump
+
+
+def test_installed_action_loads_under_debians_python(installed: Path) -> None:
+    run("/usr/bin/python3", "-c",
+        "from fail2ban.server.utils import Utils;"
+        f"m = Utils.load_python_module({F2B_ACTION!r});"
+        "from fail2ban.server.action import ActionBase;"
+        "assert issubclass(m.Action, ActionBase)")
 
 
 def test_installed_commands_use_debians_python_and_packages(installed: Path) -> None:
@@ -279,6 +308,6 @@ def test_purge_leaves_nothing_behind(installed: Path) -> None:
     assert package_status() in ("", "unknown ok not-installed"), "not purged: config left"
     left = [path for path in (BANGD, BANGCTL, UNIT, CONFFILE, "/etc/bangd", MODULE_DIR,
                               STATE_DIR, WANTS_LINK, *MAN_PAGES, *METRICS_UNITS, TIMER_LINK,
-                              COMPLETION)
+                              COMPLETION, *F2B_FILES)
             if os.path.lexists(path)]
     assert left == []

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
 import socket
 import struct
-from collections.abc import Collection, Iterable, Sequence
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -40,6 +42,17 @@ _ADDRESS_CHARS: Final = "[0-9A-Fa-f:./]+"
 # One C-level scan per batch: entries joined by "\n", which no valid entry contains.
 _ADDRESS_BATCH: Final = re.compile(f"{_ADDRESS_CHARS}(?:\n{_ADDRESS_CHARS})*")
 _ADDRESS: Final = re.compile(_ADDRESS_CHARS)
+_ACTION_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_METHOD_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# A banip/unbanip batch may take this share of fail2ban.timeout. fail2ban runs the jail's
+# action for every entry inside the call: no action ~0.07 ms per entry, Debian's
+# nftables-allports ~5 ms (one `nft` process per ban), so one size cannot fit both.
+_BATCH_TIME_SHARE: Final = 0.25
+# Until a jail's pace is known, batches start small and grow at most this much per batch,
+# so a batch is never far larger than one already measured: under load nftables-allports
+# took over 2 s for 100 entries (its first ban also creates its table).
+_FIRST_BATCH: Final = 10
+_GROWTH: Final = 4
 _VALIDATE_CHUNK: Final = 10_000
 _VALIDATE_INLINE_MAX: Final = 50_000
 _PEERCRED: Final = struct.Struct("3i")
@@ -84,6 +97,10 @@ class Fail2banClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._connected_to: FileIdentity | None = None
+        # Measured seconds per entry of banip/unbanip and the last batch's size, per jail
+        # (its actions set the pace).
+        self._seconds_per_entry: dict[str, float] = {}
+        self._last_batch: dict[str, int] = {}
 
     @property
     def socket_path(self) -> str:
@@ -140,6 +157,45 @@ class Fail2banClient:
             )
         return result
 
+    async def jail_actions(self, jail: str) -> list[str]:
+        """Names of the jail's actions (`get JAIL actions`), e.g. ["bangd-nftables"]: tells
+        whether bans in this jail are enforced by bangd's own action."""
+        cmd = ["get", _checked_jail(jail), "actions"]
+        result = await self.command(cmd)
+        if not isinstance(result, list) or not all(type(item) is str for item in result):
+            raise Fail2banProtocolError(
+                f"fail2ban's `{' '.join(cmd)}` is not a list of names: {result!r:.200}"
+            )
+        return result
+
+    async def action_call(
+        self,
+        jail: str,
+        action: str,
+        method: str,
+        kwargs: Mapping[str, object] | None = None,
+    ) -> object:
+        """Call a Python action's public method over the socket and return its result.
+
+        fail2ban runs `set JAIL action ACT METHOD JSON` as `method(**json.loads(JSON))` and
+        answers with the return value (bangd-nftables' `enforced` and `repair` return dicts
+        of plain values). An unknown method name makes fail2ban *set an attribute* of that
+        name instead, so only names fail2ban lists in `get JAIL actionmethods ACT` are sent.
+        """
+        if type(action) is not str or not _ACTION_NAME.fullmatch(action):
+            raise ValueError(f"invalid fail2ban action name {action!r}")
+        if type(method) is not str or not _METHOD_NAME.fullmatch(method):
+            raise ValueError(f"invalid action method name {method!r}")
+        jail = _checked_jail(jail)
+        methods = await self.command(["get", jail, "actionmethods", action])
+        if not isinstance(methods, list) or method not in methods:
+            raise Fail2banCommandFailed(
+                ["set", jail, "action", action, method], "NoSuchMethod",
+                f"action {action!r} of jail {jail!r} has no method {method!r}",
+            )
+        payload = json.dumps(dict(kwargs or {}), separators=(",", ":"))
+        return await self.command(["set", jail, "action", action, method, payload])
+
     async def command(self, cmd: Sequence[str]) -> object:
         """Send any command; returns fail2ban's result or raises its error as a typed one."""
         words = list(cmd)
@@ -175,15 +231,46 @@ class Fail2banClient:
         else:
             check_addresses(entries)
         total = 0
-        for start in range(0, len(entries), self._batch_size):
-            batch = entries[start : start + self._batch_size]
+        start = 0
+        while start < len(entries):
+            batch = entries[start : start + self._next_batch_size(jail)]
+            started = time.monotonic()
             result = await self.command(prefix + batch)
+            self._measured(jail, time.monotonic() - started, len(batch))
             if type(result) is not int:
                 raise Fail2banProtocolError(
                     f"fail2ban's `set {jail} {verb}` returned {result!r}, not a count"
                 )
             total += result
+            start += len(batch)
         return total
+
+    def _next_batch_size(self, jail: str) -> int:
+        """As many entries as fit in a share of the timeout at the jail's measured pace,
+        at most _GROWTH times the last batch, never more than the configured batch_size."""
+        per_entry = self._seconds_per_entry.get(jail)
+        if per_entry is None:
+            return min(self._batch_size, _FIRST_BATCH)
+        fitting = int(self._timeout * _BATCH_TIME_SHARE / max(per_entry, 1e-7))
+        grown = self._last_batch.get(jail, _FIRST_BATCH) * _GROWTH
+        return max(1, min(self._batch_size, fitting, grown))
+
+    def _measured(self, jail: str, seconds: float, entries: int) -> None:
+        """A slower batch counts at once (the next must not time out); a faster one is
+        averaged in, so one lucky batch does not make the next one too big."""
+        if entries < 1:
+            return
+        self._last_batch[jail] = entries
+        current = seconds / entries
+        known = self._seconds_per_entry.get(jail)
+        self._seconds_per_entry[jail] = (
+            current if known is None or current > known else (known + current) / 2
+        )
+        if known is not None and current > 2 * known:
+            log.info(
+                "jail=%s fail2ban slowed down: %.2f ms per entry, batches now %d entries",
+                jail, current * 1000, self._next_batch_size(jail),
+            )
 
     async def _round_trip(self, payload: bytes, words: list[str]) -> tuple[int, object]:
         async with self._lock:

@@ -8,7 +8,7 @@ client for the old socket, and nobody has to be told which client is current.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ..config import Fail2banConfig
 from .client import Fail2banClient, JailStatus
@@ -61,6 +61,14 @@ class Fail2banLink:
 
     async def command(self, cmd: Sequence[str]) -> object:
         return await self._client.command(cmd)
+
+    async def jail_actions(self, jail: str) -> list[str]:
+        return await self._client.jail_actions(jail)
+
+    async def action_call(
+        self, jail: str, action: str, method: str, kwargs: Mapping[str, object] | None = None
+    ) -> object:
+        return await self._client.action_call(jail, action, method, kwargs)
 
 
 def _client_for(settings: Fail2banConfig) -> Fail2banClient:

@@ -1,0 +1,561 @@
+"""bangd-nftables: a fail2ban action that makes every ban of its jail a kernel drop.
+
+fail2ban loads this file in-process (``action = bangd-nftables.py[opt=value, ...]``) and calls
+``ban()``/``unban()`` once per address or network. Every call only updates an in-memory
+model; a flusher thread writes the changes to nftables through libnftables (Debian's
+``python3-nftables``) a moment later, in one transaction per burst, because a ``banip`` of
+1,000 entries or a restart restoring 100k bans calls ``ban()`` that many times in a row and one
+kernel write per ban would be the bottleneck.
+
+Kernel layout, one table per jail (``inet bangd_<jail>``): a set per prefix length in use
+(``v4_32`` for IPv4 addresses, ``v4_24`` for IPv4 /24 networks, ``v6_128``, ``v6_48``, ...),
+each a plain hash set of network addresses, and one drop rule per set in an input-hook chain
+(``ip saddr & 255.255.255.0 @v4_24 drop``). Measured with nftables 1.0.6: interval sets,
+the usual way to hold networks, load the whole set into libnftables for every write (one
+element into a 30,000-element interval set took 0.95 s, into 100,000 7.8 s), while a hash
+set takes one element in 0.4 ms at any size and 100,000 in a transaction in ~0.8 s. Hash
+sets per prefix length also make overlap a non-issue: 91.208.184.0/23 and 91.208.184.0/24
+are two elements of two sets, both enforced, and removing one leaves the other in force.
+
+Methods callable over fail2ban's socket (``set JAIL action bangd-nftables METHOD JSON``):
+``enforced(entries=None, limit=20)`` compares the model (or the given entries) with what the
+kernel holds; ``repair()`` re-applies the whole model, e.g. after ``nft flush ruleset``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import nftables
+from fail2ban.server.actions import ActionBase
+from fail2ban.server.ipdns import IPAddr
+
+# (family 4|6, prefix length, network address as int)
+Key = tuple[int, int, int]
+
+_FAMILIES = {socket.AF_INET: 4, socket.AF_INET6: 6}
+_BITS = {4: 32, 6: 128}
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+_BYTES = {4: 4, 6: 16}
+_PROTO = {4: "ip", 6: "ip6"}
+_SET_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
+_SET_NAME = re.compile(r"v([46])_(\d{1,3})")
+_PLAIN_JAIL = re.compile(r"[A-Za-z0-9_]{1,48}")
+_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+_NOTICE = getattr(logging, "NOTICE", logging.INFO)
+_MAX_LIMIT = 10_000
+_RELISTS = 3
+_RELIST_DELAY = 0.2
+# A set for addresses of each family always exists, so the table's shape is predictable.
+_ALWAYS = ((4, 32), (6, 128))
+
+
+def table_for_jail(jail: str) -> str:
+    """A table name of its own for each jail.
+
+    A plain jail name is used as is (``bangd_blocklist``). Anything else is reduced to safe
+    characters plus a digest of the real name after a ``-``, which plain names never contain,
+    so ``a-b`` and ``a_b`` (or ``a_b`` and a name that merely looks like a digest) never
+    share a table.
+    """
+    if _PLAIN_JAIL.fullmatch(jail):
+        return f"bangd_{jail}"
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", jail)[:32]
+    digest = hashlib.sha256(jail.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"bangd_{safe}-{digest}"
+
+
+def _ntop(family: int, addr: int) -> str:
+    return socket.inet_ntop(_AF[family], addr.to_bytes(_BYTES[family], "big"))
+
+
+def _mask(family: int, plen: int) -> int:
+    bits = _BITS[family]
+    return ((1 << plen) - 1) << (bits - plen)
+
+
+def _set_name(family: int, plen: int) -> str:
+    return f"v{family}_{plen}"
+
+
+def _format_key(key: Key) -> str:
+    family, plen, addr = key
+    text = _ntop(family, addr)
+    return text if plen == _BITS[family] else f"{text}/{plen}"
+
+
+def key_of(ip: object) -> Key | None:
+    """fail2ban's normalised address (IPAddr) as a model key; None for a non-address."""
+    if not isinstance(ip, IPAddr):
+        ip = IPAddr(str(ip))
+    if not ip.isValid or ip.family not in _FAMILIES:
+        return None
+    family = _FAMILIES[ip.family]
+    plen = int(ip.plen)
+    if not 0 <= plen <= _BITS[family]:
+        return None
+    return (family, plen, int(ip.addr) & _mask(family, plen))
+
+
+# libnftables refused a command; the message carries nft's own error text. A builtin class,
+# not a subclass: errors travel pickled over fail2ban's socket, and a class from this
+# module (named "bangd-nftables", not an importable name) is one no client can map.
+NftError = RuntimeError
+
+
+class Action(ActionBase):  # type: ignore[misc]
+    """One jail's bans as nftables drops; see the module docstring for the layout."""
+
+    def __init__(
+        self,
+        jail: Any,
+        name: str,
+        table: str = "",
+        priority: str = "-1",
+        blocktype: str = "drop",
+        flush_delay: str = "0.05",
+    ) -> None:
+        super().__init__(jail, name)
+        self._table, self._priority, self._blocktype, self._flush_delay = _options(
+            jail.name, table, priority, blocktype, flush_delay
+        )
+        self._nft = nftables.Nftables()
+        self._nft_json = nftables.Nftables()
+        self._nft_json.set_json_output(True)
+        self._lock = threading.Lock()  # the model and the pending changes
+        self._write_lock = threading.Lock()  # the kernel: one writer at a time, in order
+        self._model: set[Key] = set()
+        # key -> whether it was in the model when the kernel was last written
+        self._pending: dict[Key, bool] = {}
+        self._not_addresses: set[str] = set()
+        self._kernel_sets: set[tuple[int, int]] = set()
+        self._stale = True  # the table must be rebuilt from the model before any delta
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    # fail2ban reads `banEpoch` of every action when it re-bans after a consistency check.
+    banEpoch = 0
+
+    @property
+    def table(self) -> str:
+        """Read-only: fail2ban's `set ... action ACT KEY VALUE` would otherwise overwrite it."""
+        return self._table
+
+    # ---- fail2ban's hooks -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the table from scratch (a crash may have left an old one) and start
+        flushing. Bans restored from fail2ban's database arrive through ban() afterwards."""
+        self._stopping.clear()
+        if self._flusher is None or not self._flusher.is_alive():
+            self._flusher = threading.Thread(
+                target=self._run_flusher, name=f"bangd-nftables[{self._table}]", daemon=True
+            )
+            self._flusher.start()
+        with self._write_lock:
+            self._stale = True
+            self._write()
+        if self._stale:
+            raise NftError(f"bangd-nftables: table={self._table} could not be created")
+        self._logSys.log(
+            _NOTICE, "bangd-nftables: table=%s started priority=%s blocktype=%s",
+            self._table, self._priority, self._blocktype,
+        )
+
+    def stop(self) -> None:
+        """Stop flushing and delete the table: no rule of this jail is left behind."""
+        self._stopping.set()
+        self._wake.set()
+        if self._flusher is not None:
+            self._flusher.join(30)
+            self._flusher = None
+        with self._write_lock, self._lock:
+            self._model.clear()
+            self._pending.clear()
+            self._not_addresses.clear()
+            self._kernel_sets.clear()
+            self._stale = True
+        with self._write_lock:
+            self._run(f"add table inet {self._table}\ndelete table inet {self._table}", "stop")
+        self._logSys.log(_NOTICE, "bangd-nftables: table=%s stopped, table deleted", self._table)
+
+    def ban(self, aInfo: Mapping[str, Any]) -> None:
+        """Record the ban; the flusher writes it. Banning a banned entry changes nothing."""
+        ip = aInfo["ip"]
+        key = key_of(ip)
+        if key is None:
+            with self._lock:
+                self._not_addresses.add(str(ip))
+            self._logSys.warning(
+                "bangd-nftables: table=%s not an address, not enforced: %r", self._table, str(ip)
+            )
+            return
+        with self._lock:
+            if key in self._model:
+                return
+            self._pending.setdefault(key, False)
+            self._model.add(key)
+        if not self._wake.is_set():  # set() takes a lock: 100k bans in a row, one wake
+            self._wake.set()
+
+    def reban(self, aInfo: Mapping[str, Any]) -> None:
+        self.ban(aInfo)
+
+    def unban(self, aInfo: Mapping[str, Any]) -> None:
+        """Forget the entry; other entries, even overlapping ones, stay in force."""
+        ip = aInfo["ip"]
+        key = key_of(ip)
+        with self._lock:
+            if key is None:
+                self._not_addresses.discard(str(ip))
+                return
+            if key not in self._model:
+                return
+            self._pending.setdefault(key, True)
+            self._model.discard(key)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def flush(self) -> bool:
+        """fail2ban's unban-everything (``unban --all``, jail stop): empty the sets at once
+        instead of one unban() per ticket."""
+        with self._write_lock:
+            with self._lock:
+                self._model.clear()
+                self._pending.clear()
+                self._not_addresses.clear()
+                self._stale = True
+            self._write()
+        if self._stale:
+            self._wake.set()  # the flusher retries
+        return True
+
+    def clearAllParams(self) -> None:
+        """With reload(), tells fail2ban to keep this object (and its bans) on a reload."""
+
+    def reload(self, **options: str) -> None:
+        """`fail2ban-client reload`: keep the bans, apply changed options."""
+        table, priority, blocktype, flush_delay = _options(
+            self._jail.name, options.get("table", ""), options.get("priority", "-1"),
+            options.get("blocktype", "drop"), options.get("flush_delay", "0.05"),
+        )
+        with self._write_lock:
+            if table != self._table:
+                self._run(f"add table inet {self._table}\ndelete table inet {self._table}",
+                          "reload")
+            changed = (table, priority, blocktype) != (
+                self._table, self._priority, self._blocktype)
+            self._table, self._priority, self._blocktype = table, priority, blocktype
+            self._flush_delay = flush_delay
+            if changed:
+                self._stale = True
+                self._write()
+
+    # ---- methods for bangd, over fail2ban's socket -----------------------------------------
+
+    def enforced(self, entries: list[str] | None = None, limit: int = 20) -> dict[str, Any]:
+        """What the kernel enforces, checked element by element.
+
+        Without `entries`, every ban this action holds is checked; with `entries` (addresses
+        or networks as strings), those are. An entry counts as enforced when its own element
+        is in its prefix length's set and that set's drop rule is in the input chain (an
+        entry merely covered by a wider one is not: the wider one may be lifted). Pending
+        bans are written first, so the answer covers everything banned before the call.
+        The reply stays small for 100k bans: counts, and at most `limit` missing entries.
+        """
+        if entries is not None and (
+            not isinstance(entries, list) or not all(isinstance(e, str) for e in entries)
+        ):
+            raise ValueError("enforced(): entries must be a list of strings")
+        if type(limit) is not int or not 0 <= limit <= _MAX_LIMIT:
+            raise ValueError(f"enforced(): limit must be an integer 0..{_MAX_LIMIT}")
+        started = time.monotonic()
+        with self._write_lock:
+            self._write()
+            with self._lock:
+                banned = len(self._model)
+                not_addresses = len(self._not_addresses)
+                model = list(self._model) if entries is None else []
+            kernel = self._kernel_state()
+            wanted = model if entries is None else [key_of(entry) for entry in entries]
+            missing_keys = _missing(wanted, kernel)
+            for _ in range(_RELISTS):
+                if kernel is None or not self._written(missing_keys):
+                    break
+                # A dump of a hash set the kernel is still resizing (right after a large
+                # write) can skip elements that were written: list again and count what
+                # either dump showed. Entries that were never banned need no second look.
+                time.sleep(_RELIST_DELAY)
+                again = self._kernel_state()
+                if again is None:
+                    kernel = None
+                    break
+                for shape, addrs in again[0].items():
+                    kernel[0].setdefault(shape, set()).update(addrs)
+                kernel[1].update(again[1])
+                missing_keys = _missing(missing_keys, kernel)
+        checked = len(wanted)
+        elements = kernel[0] if kernel is not None else {}
+        missing = [
+            "(not an address)" if key is None else _format_key(key) for key in missing_keys[:limit]
+        ]
+        return {
+            "table": self._table,
+            "table_present": kernel is not None,
+            "banned": banned,
+            "checked": checked,
+            "enforced": checked - len(missing_keys),
+            "missing_count": len(missing_keys),
+            "missing": sorted(missing),
+            "kernel_elements": sum(len(addrs) for addrs in elements.values()),
+            "not_addresses": not_addresses,
+            "took": round(time.monotonic() - started, 3),
+        }
+
+    def _written(self, keys: list[Key | None]) -> bool:
+        with self._lock:
+            return any(key in self._model for key in keys if key is not None)
+
+    def repair(self) -> dict[str, Any]:
+        """Rebuild the table from the model in one transaction (there is no moment without
+        the old rules), e.g. after `nft flush ruleset` emptied the kernel."""
+        started = time.monotonic()
+        with self._write_lock:
+            self._stale = True
+            self._write()
+            if self._stale:
+                raise NftError(f"bangd-nftables: table={self._table} repair failed; see the log")
+            with self._lock:
+                elements = len(self._model)
+        took = time.monotonic() - started
+        self._logSys.log(
+            _NOTICE, "bangd-nftables: table=%s repaired elements=%d took=%.3fs",
+            self._table, elements, took,
+        )
+        return {"table": self._table, "elements": elements, "took": round(took, 3)}
+
+    # ---- the kernel side ---------------------------------------------------------------
+
+    def _run_flusher(self) -> None:
+        """Write pending changes shortly after the first one of a burst arrives."""
+        while not self._stopping.is_set():
+            self._wake.wait()
+            if self._stopping.wait(self._flush_delay):
+                return
+            self._wake.clear()
+            try:
+                with self._write_lock:
+                    self._write()
+            except Exception as exc:  # the thread must survive anything to keep enforcing
+                self._logSys.error("bangd-nftables: table=%s flush failed: %r", self._table, exc)
+
+    def _write(self) -> None:
+        """Bring the kernel up to the model; caller holds _write_lock. A failed delta marks
+        the table stale, and a stale table is rebuilt whole (after `nft flush ruleset` the
+        table is simply gone and every delta fails)."""
+        if not self._stale:
+            with self._lock:
+                pending, self._pending = self._pending, {}
+                adds: dict[tuple[int, int], list[int]] = {}
+                deletes: dict[tuple[int, int], list[int]] = {}
+                for key, before in pending.items():
+                    after = key in self._model
+                    if after != before:
+                        (adds if after else deletes).setdefault(key[:2], []).append(key[2])
+            if not adds and not deletes:
+                return
+            started = time.monotonic()
+            try:
+                self._run(self._delta_text(adds, deletes), "write")
+            except NftError as exc:
+                self._logSys.error(
+                    "bangd-nftables: table=%s write failed, rebuilding the table: %s",
+                    self._table, exc,
+                )
+                self._stale = True
+            else:
+                self._kernel_sets.update(adds)
+                self._logSys.debug(
+                    "bangd-nftables: table=%s wrote added=%d removed=%d took=%.3fs", self._table,
+                    sum(map(len, adds.values())), sum(map(len, deletes.values())),
+                    time.monotonic() - started,
+                )
+                return
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        started = time.monotonic()
+        with self._lock:
+            self._pending = {}
+            groups: dict[tuple[int, int], list[int]] = {shape: [] for shape in _ALWAYS}
+            for family, plen, addr in self._model:
+                groups.setdefault((family, plen), []).append(addr)
+        lines = [
+            f"add table inet {self._table}",
+            f"delete table inet {self._table}",
+            f"add table inet {self._table}",
+            f"add chain inet {self._table} input {{ type filter hook input priority "
+            f"{self._priority}; policy accept; }}",
+        ]
+        for (family, plen), addrs in sorted(groups.items()):
+            lines.extend(self._set_lines(family, plen))
+            if addrs:
+                lines.append(self._element_line("add", family, plen, addrs))
+        try:
+            self._run("\n".join(lines), "rebuild")
+        except NftError as exc:
+            self._logSys.error("bangd-nftables: table=%s rebuild failed: %s", self._table, exc)
+            return
+        self._kernel_sets = set(groups)
+        self._stale = False
+        self._logSys.info(
+            "bangd-nftables: table=%s rebuilt elements=%d sets=%d took=%.3fs", self._table,
+            sum(map(len, groups.values())), len(groups), time.monotonic() - started,
+        )
+
+    def _delta_text(
+        self, adds: dict[tuple[int, int], list[int]], deletes: dict[tuple[int, int], list[int]]
+    ) -> str:
+        lines = []
+        for family, plen in sorted(adds.keys() - self._kernel_sets):
+            lines.extend(self._set_lines(family, plen))
+        for (family, plen), addrs in sorted(deletes.items()):
+            lines.append(self._element_line("delete", family, plen, addrs))
+        for (family, plen), addrs in sorted(adds.items()):
+            lines.append(self._element_line("add", family, plen, addrs))
+        return "\n".join(lines)
+
+    def _set_lines(self, family: int, plen: int) -> list[str]:
+        name = _set_name(family, plen)
+        match = f"{_PROTO[family]} saddr"
+        if plen != _BITS[family]:
+            match += f" & {_ntop(family, _mask(family, plen))}"
+        return [
+            f"add set inet {self._table} {name} {{ type {_SET_TYPE[family]}; }}",
+            f"add rule inet {self._table} input {match} @{name} {self._blocktype}",
+        ]
+
+    def _element_line(self, verb: str, family: int, plen: int, addrs: list[int]) -> str:
+        elements = ", ".join(_ntop(family, addr) for addr in addrs)
+        return f"{verb} element inet {self._table} {_set_name(family, plen)} {{ {elements} }}"
+
+    def _run(self, text: str, what: str) -> None:
+        rc, _, error = self._nft.cmd(text)
+        if rc != 0:
+            raise NftError(f"nft {what} failed (rc={rc}): {error.strip()[:500]}")
+
+    def _kernel_state(self) -> KernelState | None:
+        """The table as the kernel holds it: elements per set, and the sets whose drop rule
+        (right match, right verdict) is in an input-hook chain. None: no such table."""
+        rc, out, error = self._nft_json.cmd(f"list table inet {self._table}")
+        if rc != 0:
+            if "No such file or directory" in error:
+                return None
+            raise NftError(f"nft list table failed (rc={rc}): {error.strip()[:500]}")
+        elements: dict[tuple[int, int], set[int]] = {}
+        input_chains: set[str] = set()
+        rules: list[dict[str, Any]] = []
+        for item in json.loads(out).get("nftables", []):
+            if "set" in item:
+                shape = _shape_of(item["set"].get("name", ""))
+                if shape is not None:
+                    elements[shape] = _addresses(shape[0], item["set"].get("elem", []))
+            elif "chain" in item:
+                chain = item["chain"]
+                if chain.get("hook") == "input" and chain.get("type") == "filter":
+                    input_chains.add(chain.get("name"))
+            elif "rule" in item:
+                rules.append(item["rule"])
+        enforcing = set()
+        for rule in rules:
+            if rule.get("chain") in input_chains:
+                shape = self._rule_shape(rule.get("expr", []))
+                if shape is not None:
+                    enforcing.add(shape)
+        return elements, enforcing
+
+    def _rule_shape(self, expr: list[dict[str, Any]]) -> tuple[int, int] | None:
+        """The (family, prefix length) a rule enforces, if it is exactly one of ours."""
+        if len(expr) != 2 or self._blocktype not in expr[1] or "match" not in expr[0]:
+            return None
+        match = expr[0]["match"]
+        right = match.get("right")
+        if match.get("op") != "==" or not isinstance(right, str) or not right.startswith("@"):
+            return None
+        shape = _shape_of(right[1:])
+        if shape is None:
+            return None
+        family, plen = shape
+        left = match.get("left")
+        payload = {"payload": {"protocol": _PROTO[family], "field": "saddr"}}
+        if plen == _BITS[family]:
+            expected: object = payload
+        else:
+            expected = {"&": [payload, _ntop(family, _mask(family, plen))]}
+        return shape if left == expected else None
+
+
+KernelState = tuple[dict[tuple[int, int], set[int]], set[tuple[int, int]]]
+
+
+def _missing(wanted: Iterable[Key | None], kernel: KernelState | None) -> list[Key | None]:
+    """The wanted keys whose element is not in its set, or whose set has no drop rule."""
+    if kernel is None:
+        return list(wanted)
+    elements, enforcing = kernel
+    return [
+        key for key in wanted
+        if key is None or key[:2] not in enforcing or key[2] not in elements.get(key[:2], ())
+    ]
+
+
+def _shape_of(name: str) -> tuple[int, int] | None:
+    match = _SET_NAME.fullmatch(name)
+    if match is None:
+        return None
+    family, plen = int(match[1]), int(match[2])
+    return (family, plen) if plen <= _BITS[family] else None
+
+
+def _addresses(family: int, elems: list[Any]) -> set[int]:
+    af, found = _AF[family], set()
+    for elem in elems:
+        if isinstance(elem, str):
+            try:
+                found.add(int.from_bytes(socket.inet_pton(af, elem), "big"))
+            except OSError:
+                continue
+    return found
+
+
+def _options(
+    jail: str, table: str, priority: str, blocktype: str, flush_delay: str
+) -> tuple[str, int, str, float]:
+    """Check the jail's options at load time, so a typo fails the jail's start loudly."""
+    table = str(table).strip() or table_for_jail(jail)
+    if not _TABLE.fullmatch(table):
+        raise ValueError(f"bangd-nftables: table={table!r}: use letters, digits, '_', '-'")
+    try:
+        prio = int(str(priority).strip())
+    except ValueError:
+        raise ValueError(f"bangd-nftables: priority={priority!r} is not an integer") from None
+    if not -1000 <= prio <= 1000:
+        raise ValueError(f"bangd-nftables: priority={prio} is outside -1000..1000")
+    if blocktype not in ("drop", "reject"):
+        raise ValueError(f"bangd-nftables: blocktype={blocktype!r}: use drop or reject")
+    try:
+        delay = float(str(flush_delay).strip())
+    except ValueError:
+        raise ValueError(f"bangd-nftables: flush_delay={flush_delay!r} is not a number") from None
+    if not 0 <= delay <= 5:
+        raise ValueError(f"bangd-nftables: flush_delay={delay} is outside 0..5 seconds")
+    return table, prio, blocktype, delay
