@@ -19,6 +19,7 @@ from .errors import BangdError
 from .fail2ban.link import Fail2banLink
 from .scheduler import Scheduler
 from .services.apply import Applier
+from .services.enforcement import Enforcement
 from .services.geo_runtime import GeoRuntime
 from .services.health import Fail2banHealth, Fail2banMonitor
 from .services.importer import FilterSettings, Importer
@@ -67,6 +68,7 @@ class App:
             on_banned=self.geo.on_banned, on_unchanged=self.geo.on_unchanged,
         )
         self.reconciler = Reconciler(self.imports, self.fail2ban, applier=self.applier)
+        self.enforcement = Enforcement(self.fail2ban, self.imports, clock=clock)
         self.scheduler = Scheduler(db, clock=clock)
         self.monitor = Fail2banMonitor(
             self.fail2ban, on_change=self._fail2ban_changed,

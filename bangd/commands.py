@@ -43,6 +43,7 @@ class Commands:
             "lookup": self._cmd_lookup,
             "cache_stats": self._cmd_cache_stats,
             "cache_cleanup": self._cmd_cache_cleanup,
+            "verify": self._cmd_verify,
         }
 
     @accepts()
@@ -122,6 +123,18 @@ class Commands:
         if args["dry_run"]:
             return await jobs.retention(self.app, dry_run=True)
         return await self.app.scheduler.run_now(RETENTION_JOB, wait=True)
+
+    @accepts(jail=Text())
+    async def _cmd_verify(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """Per jail: entries applied, entries the kernel enforces, the missing ones."""
+        jails = await self.app.jails_in_use()
+        if args["jail"] is not None:
+            if args["jail"] not in jails:
+                raise ControlError("not_found", f"bangd has no jail {args['jail']!r}; in use: "
+                                   + (", ".join(jails) or "none"))
+            jails = [args["jail"]]
+        reports = await self.app.enforcement.check_all(jails)
+        return {"jails": [r.as_dict() for r in reports], "ok": all(r.ok for r in reports)}
 
     @accepts()
     async def _cmd_metrics(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:

@@ -61,13 +61,23 @@ async def import_source(
 
 
 async def reconcile(app: App, jail: str | None = None) -> JobOutcome:
-    """Withdraw removed sources, settle crashed runs, then re-ban what fail2ban lost:
-    a jail is never compared with half-done records."""
+    """Withdraw removed sources, settle crashed runs, re-ban what fail2ban lost (a jail is
+    never compared with half-done records), then make the kernel drop every entry again
+    where bangd's action holds the jail (after `nft flush ruleset`, say)."""
     errors = await withdraw_removed_sources(app)
     await app.importer.recover_all()
     reports = await app.reconciler.run(jail, settings=app.filter_settings())
     errors += [r.error for r in reports if r.error]
-    return JobOutcome({"jails": [r.as_dict() for r in reports]}, "; ".join(errors) or None)
+    jails = []
+    for report in reports:
+        row = report.as_dict()
+        if report.error is None:
+            kernel = await app.enforcement.check_and_repair(report.jail)
+            row["enforcement"] = kernel.as_dict()
+            if kernel.bangd_action and kernel.error is not None:
+                errors.append(f"jail {report.jail}: kernel check: {kernel.error}")
+        jails.append(row)
+    return JobOutcome({"jails": jails}, "; ".join(errors) or None)
 
 
 async def withdraw_removed_sources(app: App) -> list[str]:

@@ -14,6 +14,7 @@ from .app import App
 from .errors import Fail2banError
 from .jobs import import_job
 from .metrics import Metric
+from .services.enforcement import BANGD_ACTION, foreign_action
 
 
 async def status(app: App) -> dict[str, Any]:
@@ -47,8 +48,29 @@ async def jail_counts(app: App) -> list[dict[str, Any]]:
                            "error": str(exc)})
         else:
             counts.append({"jail": jail, "currently_banned": status.currently_banned,
-                           "total_banned": status.total_banned, "error": None})
+                           "total_banned": status.total_banned, "error": None,
+                           "enforcement": await _enforcement(app, jail)})
     return counts
+
+
+async def _enforcement(app: App, jail: str) -> dict[str, Any]:
+    """The jail's action (asked now: cheap) and the latest kernel check (from reconcile or
+    verify: a check costs seconds on a big jail, too much for every status call)."""
+    try:
+        actions = await app.fail2ban.jail_actions(jail)
+    except Fail2banError as exc:
+        return {"actions": None, "bangd_action": None, "error": str(exc)}
+    bangd_action = BANGD_ACTION in actions
+    last = app.enforcement.last.get(jail)
+    return {
+        "actions": actions,
+        "bangd_action": bangd_action,
+        "checked_at": last.checked_at if last is not None else None,
+        "applied": last.applied if last is not None else None,
+        "enforced": last.enforced if last is not None and bangd_action else None,
+        "missing_count": last.missing_count if last is not None and bangd_action else None,
+        "error": None if bangd_action else foreign_action(jail, actions),
+    }
 
 
 async def sources(app: App) -> list[dict[str, Any]]:
@@ -115,18 +137,30 @@ async def metrics(app: App) -> list[Metric]:
             1 if health.reachable else 0
         ),
         entries, success, duration, failing, runs,
-        _jail_metric(await jail_counts(app)),
+        *_jail_metrics(await jail_counts(app)),
         *await _geo_metrics(app),
     ]
 
 
-def _jail_metric(counts: list[dict[str, Any]]) -> Metric:
-    metric = Metric("bangd_fail2ban_jail_banned", "gauge",
+def _jail_metrics(counts: list[dict[str, Any]]) -> list[Metric]:
+    banned = Metric("bangd_fail2ban_jail_banned", "gauge",
                     "Addresses fail2ban currently holds in the jails bangd uses.")
+    action = Metric("bangd_jail_bangd_action", "gauge",
+                    "1 if the jail's bans are enforced by bangd-nftables (so checked).")
+    enforced = Metric("bangd_jail_enforced_entries", "gauge",
+                      "Entries the kernel drops, at the latest check.")
+    missing = Metric("bangd_jail_enforcement_missing_entries", "gauge",
+                     "Entries bangd applied that the kernel did not drop, at the latest check.")
     for jail in counts:
         if jail["currently_banned"] is not None:
-            metric.add(jail["currently_banned"], jail=jail["jail"])
-    return metric
+            banned.add(jail["currently_banned"], jail=jail["jail"])
+        kernel = jail.get("enforcement") or {}
+        if kernel.get("bangd_action") is not None:
+            action.add(1 if kernel["bangd_action"] else 0, jail=jail["jail"])
+        if kernel.get("enforced") is not None:
+            enforced.add(kernel["enforced"], jail=jail["jail"])
+            missing.add(kernel["missing_count"], jail=jail["jail"])
+    return [banned, action, enforced, missing]
 
 
 async def _geo_metrics(app: App) -> list[Metric]:

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from typing import Any
@@ -144,6 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  bangctl reconcile\n  bangctl reconcile --jail blocklist",
     )
     rec.add_argument("--jail", metavar="J", help="only this jail")
+    ver = sub.add_parser(
+        "verify", parents=common, help="does the kernel drop every entry bangd applied?",
+        description="Per jail: entries bangd has applied, entries the kernel enforces "
+        "(asked of the jail's bangd-nftables action), and the missing ones (up to 20). "
+        "A jail whose action is not bangd-nftables cannot be checked.",
+        formatter_class=raw,
+        epilog="examples:\n  bangctl verify\n  bangctl verify --jail blocklist\n\n"
+        "exit codes: 0 every entry is enforced, 1 something is missing or cannot be "
+        "checked,\n2 usage error, 3 bangd cannot be reached",
+    )
+    ver.add_argument("--jail", metavar="J", help="only this jail")
     look = sub.add_parser(
         "lookup", parents=common, help="geo data, listing sources and jails for addresses",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -202,7 +214,7 @@ def request_for(args: argparse.Namespace) -> Request:
         if args.name:
             params["source"] = args.name
         return command, params
-    if command == "reconcile":
+    if command in ("reconcile", "verify"):
         return command, {"jail": args.jail} if args.jail else {}
     if command == "lookup":
         return command, {"ips": args.ips}
@@ -241,6 +253,10 @@ def format_status(result: dict[str, Any]) -> str:
         else:
             lines.append(f"jail      {jail['jail']}: {jail['currently_banned']} banned now, "
                          f"{jail['total_banned']} since fail2ban started")
+            kernel = _jail_enforcement(jail.get("enforcement"))
+            if kernel:
+                lines.append(textwrap.fill(kernel, 80, initial_indent=" " * 10,
+                                           subsequent_indent=" " * 12))
     sources = result.get("sources", [])
     lines.append(f"sources   {len(sources)}")
     for src in sources:
@@ -330,6 +346,43 @@ def format_reconcile(result: dict[str, Any]) -> str:
     return table(["JAIL", "EXPECTED", "PRESENT", "MISSING", "REBANNED", "ERROR"], rows)
 
 
+def format_verify(result: dict[str, Any]) -> str:
+    jails = result.get("jails", [])
+    if not jails:
+        return "nothing to verify: bangd has applied no entries yet"
+    rows = []
+    notes = []
+    for j in jails:
+        enforced = "-" if j.get("enforced") is None else j["enforced"]
+        missing = "-" if j.get("missing_count") is None else j["missing_count"]
+        state = "ok" if j.get("ok") else ("CANNOT CHECK" if j.get("enforced") is None
+                                          else "MISSING")
+        rows.append([j["jail"], j.get("applied", 0), enforced, missing, state])
+        if j.get("error"):
+            notes.append(f"{j['jail']}: {j['error']}")
+        if j.get("missing"):
+            more = (j.get("missing_count") or 0) - len(j["missing"])
+            notes.append(f"{j['jail']}: missing " + ", ".join(j["missing"])
+                         + (f" and {more} more" if more > 0 else ""))
+    text = table(["JAIL", "APPLIED", "ENFORCED", "MISSING", "STATE"], rows)
+    wrapped = [textwrap.fill(note, 80, subsequent_indent="  ") for note in notes]
+    return text + ("\n\n" + "\n".join(wrapped) if wrapped else "")
+
+
+def _jail_enforcement(kernel: dict[str, Any] | None) -> str:
+    """One status phrase: does the kernel drop this jail's bans?"""
+    if not kernel:
+        return ""
+    if kernel.get("bangd_action") is False:
+        return f"NOT ENFORCED BY BANGD: {kernel.get('error')}"
+    if kernel.get("enforced") is None:
+        return "kernel not checked yet (bangctl verify)"
+    if kernel.get("missing_count"):
+        return (f"kernel drops {kernel['enforced']} of {kernel['applied']}, "
+                f"{kernel['missing_count']} MISSING (bangctl verify; bangctl reconcile)")
+    return f"kernel drops all {kernel['enforced']}"
+
+
 def format_lookup(result: dict[str, Any]) -> str:
     blocks = []
     for r in result.get("results", []):
@@ -389,6 +442,7 @@ FORMATTERS: dict[str, Formatter] = {
     "import": format_import,
     "runs": format_runs,
     "reconcile": format_reconcile,
+    "verify": format_verify,
     "status": format_status,
     "version": lambda r: f"bangd {r.get('version')}",
     "reload": format_reload,
@@ -437,6 +491,8 @@ def exit_code(command: str, result: dict[str, Any]) -> int:
             names = ", ".join(safe(r.get("source")) for r in failed)
             print(f"bangctl: import failed for {names}", file=sys.stderr)
             return EXIT_ERROR
+    if command == "verify" and not result.get("ok", False):
+        return EXIT_ERROR  # a jail lacks entries in the kernel, or cannot be checked
     return EXIT_OK
 
 

@@ -11,7 +11,8 @@ privilege of its own. A jail with another action is reported as "cannot be check
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +53,7 @@ class JailEnforcement:
     kernel_elements: int | None = None
     repaired: bool = False
     error: str | None = None
+    checked_at: float | None = None
 
     @property
     def bangd_action(self) -> bool:
@@ -67,14 +69,19 @@ class JailEnforcement:
             "applied": self.applied, "enforced": self.enforced,
             "missing_count": self.missing_count, "missing": self.missing,
             "kernel_elements": self.kernel_elements, "repaired": self.repaired,
-            "ok": self.ok, "error": self.error,
+            "ok": self.ok, "error": self.error, "checked_at": self.checked_at,
         }
 
 
 class Enforcement:
-    def __init__(self, fail2ban: ActionLink, imports: AppliedEntries) -> None:
+    def __init__(self, fail2ban: ActionLink, imports: AppliedEntries,
+                 clock: Callable[[], float] = time.time) -> None:
         self.fail2ban = fail2ban
         self.imports = imports
+        self.clock = clock
+        # The latest report per jail (from reconcile or verify), for status and metrics:
+        # they must stay cheap, and a kernel check costs seconds at 100k entries.
+        self.last: dict[str, JailEnforcement] = {}
 
     async def check(self, jail: str) -> JailEnforcement:
         """Entries bangd applied to `jail` against what the kernel drops; never raises for
@@ -85,7 +92,8 @@ class Enforcement:
         try:
             report.actions = await self.fail2ban.jail_actions(jail)
             if not report.bangd_action:
-                report.error = _foreign_action(jail, report.actions)
+                report.error = foreign_action(jail, report.actions)
+                self._remember(report)
                 return report
             kwargs: dict[str, object] = {"limit": SHOWN_MISSING}
             if len(applied) <= EXPLICIT_CHECK_MAX:
@@ -93,9 +101,15 @@ class Enforcement:
             reply = await self.fail2ban.action_call(jail, BANGD_ACTION, "enforced", kwargs)
         except Fail2banError as exc:
             report.error = str(exc)
+            self._remember(report)
             return report
         _read_enforced(report, reply, explicit="entries" in kwargs)
+        self._remember(report)
         return report
+
+    def _remember(self, report: JailEnforcement) -> None:
+        report.checked_at = self.clock()
+        self.last[report.jail] = report
 
     async def check_and_repair(self, jail: str) -> JailEnforcement:
         """check(); when the kernel lacks entries (a firewall reload, `nft flush ruleset`),
@@ -120,7 +134,7 @@ class Enforcement:
         return [await self.check(jail) for jail in jails]
 
 
-def _foreign_action(jail: str, actions: list[str]) -> str:
+def foreign_action(jail: str, actions: list[str]) -> str:
     named = ", ".join(actions) or "no action"
     return (f"jail {jail} uses {named}, not {BANGD_ACTION}: the kernel side cannot be "
             "checked, and a stock action may lose networks silently; set "
