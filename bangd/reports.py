@@ -76,6 +76,7 @@ async def _enforcement(app: App, jail: str) -> dict[str, Any]:
 async def sources(app: App) -> list[dict[str, Any]]:
     rows = {row.name: row for row in await app.imports.sources()}
     last = await app.imports.last_runs()
+    invalid = await app.imports.last_invalid()
     listed = []
     for src in app.config.sources:
         row = rows.get(src.name)
@@ -90,6 +91,7 @@ async def sources(app: App) -> list[dict[str, Any]]:
             "last_state": "running" if state is not None and state.running
             else run.get("state"),
             "last_error": run.get("error"),
+            "invalid": invalid.get(src.name, 0),
             "next_run": state.next_run if state is not None else None,
         })
     return listed
@@ -124,6 +126,12 @@ async def metrics(app: App) -> list[Metric]:
         if run is not None and run.get("finished"):
             duration.add(run["finished"] - run["started"], **labels)
             failing.add(1 if run["state"] == "failed" else 0, **labels)
+    invalid = Metric("bangd_source_invalid_lines", "gauge",
+                     "Lines the source's latest parse could not read (never banned).")
+    for name, count in (await app.imports.last_invalid()).items():
+        configured = app.config.source(name)
+        if configured is not None:
+            invalid.add(count, source=name, jail=configured.jail)
     runs = Metric("bangd_import_runs_total", "counter", "Import runs by source and state.")
     for source, state, count in await app.imports.run_counts():
         runs.add(count, source=source, state=state)
@@ -136,7 +144,7 @@ async def metrics(app: App) -> list[Metric]:
         Metric("bangd_fail2ban_up", "gauge", "1 if fail2ban answers on its socket.").add(
             1 if health.reachable else 0
         ),
-        entries, success, duration, failing, runs,
+        entries, success, duration, failing, invalid, runs,
         *_jail_metrics(await jail_counts(app)),
         *await _geo_metrics(app),
     ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import DaemonProcess, bangctl
+from tests.daemon_process import DaemonProcess, bangctl, bangctl_json
 from tests.fail2ban_server import PrivateFail2ban
 from tests.shortdir import short_tmpdir
 
@@ -50,3 +50,29 @@ def test_escape_sequences_from_a_list_never_reach_the_terminal_or_the_log(
     assert "good: invalid line 2: \\x1b[2Jbogus\\x1b]0;title\\x07" in result.stdout
     assert "\x1b" not in result.stdout + result.stderr
     assert "\x1b" not in daemon.log_text()
+
+
+def test_the_latest_parses_invalid_count_stays_in_sources_status_and_metrics(
+    tmp_path: Path, fail2ban_server: PrivateFail2ban, fail2ban_jail: str,
+) -> None:
+    with short_tmpdir("bangd-invalid-") as d:
+        listing = Path(d, "list.txt")
+        listing.write_text("198.51.100.7\nnot-an-address\n999.1.1.1\n")
+        proc = DaemonProcess(d, {
+            "fail2ban": {"socket": fail2ban_server.socket, "jail": fail2ban_jail},
+            "skip_reserved": False,
+            "sources": [{"name": "l", "path": str(listing), "interval": "1d"}],
+        })
+        try:
+            proc.start()
+            proc.wait_for("READY=1")
+            bangctl(proc.socket, "import", "l")
+            bangctl(proc.socket, "import", "l")  # unchanged: the count carries over
+            (row,) = bangctl_json(proc.socket, "sources")["sources"]
+            assert (row["last_state"], row["invalid"]) == ("unchanged", 2)
+            assert "l: 2 invalid lines" in bangctl(proc.socket, "sources").stdout
+            assert "l: 2 invalid lines" in bangctl(proc.socket, "status").stdout
+            metrics = bangctl(proc.socket, "metrics").stdout
+            assert f'bangd_source_invalid_lines{{jail="{fail2ban_jail}",source="l"}} 2' in metrics
+        finally:
+            proc.close()

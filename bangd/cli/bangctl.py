@@ -265,6 +265,7 @@ def format_status(result: dict[str, Any]) -> str:
             f"last {src.get('last_state') or 'never run'} {ago(src.get('last_run'), now)}"
             + ("" if src.get("enabled", True) else " (disabled)")
         )
+    lines.extend(f"  {note}" for note in _invalid_notes(sources))
     timers = result.get("timers", [])
     if timers:
         lines.append("")
@@ -303,7 +304,15 @@ def format_sources(result: dict[str, Any]) -> str:
     text = table(["NAME", "JAIL", "EVERY", "ENTRIES", "LAST RUN", "STATE", "NEXT"], rows)
     errors = [f"{s['name']}: {s['last_error']}" for s in result.get("sources", [])
               if s.get("last_state") == "failed" and s.get("last_error")]
-    return "\n".join([text, *errors])
+    return "\n".join([text, *errors, *_invalid_notes(result.get("sources", []))])
+
+
+def _invalid_notes(sources: list[dict[str, Any]]) -> list[str]:
+    """A line per source whose latest parse met lines it could not read: they are never
+    banned, and a list in another format reads as nothing but invalid lines."""
+    return [f"{s['name']}: {s['invalid']} invalid lines at the latest parse "
+            f"(bangctl import --dry-run {s['name']} shows them)"
+            for s in sources if s.get("invalid")]
 
 
 def format_import(result: dict[str, Any]) -> str:

@@ -222,6 +222,16 @@ class ImportStore:
         )
         return {r["source"]: dict(r) for r in rows}
 
+    async def last_invalid(self) -> dict[str, int]:
+        """Invalid lines at each source's latest parse (a completed or unchanged run; an
+        unchanged run carries the count of the parse it matched)."""
+        rows = await self.db.fetchall(
+            "SELECT r.source, r.invalid FROM import_runs r JOIN (SELECT source, MAX(id) AS id"
+            " FROM import_runs WHERE state IN ('completed', 'unchanged') GROUP BY source)"
+            " last ON r.id = last.id"
+        )
+        return {str(r["source"]): int(r["invalid"] or 0) for r in rows}
+
     # -- applied entries ---------------------------------------------------------------------
 
     async def entries_of(self, source: str, jail: str, state: str = "applied") -> set[str]:
