@@ -326,18 +326,30 @@ def stop_in_dir(directory: str, timeout: float = STOP_TIMEOUT) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.fail2ban_server",
-        description="Start or stop a private fail2ban-server (no firewall actions).",
+        description="Start or stop a private fail2ban-server (a firewall action only "
+        "inside a network namespace).",
     )
     parser.add_argument("action", choices=("start", "stop"))
     parser.add_argument("dir", help="short directory for socket, log, db (socket path <= 107 B)")
     parser.add_argument("--jail", action="append", dest="jails", help="jail name (repeatable)")
     parser.add_argument("--loglevel", default="NOTICE")
+    parser.add_argument("--netns-pid", type=int, default=None,
+                        help="run inside the network namespace of this process")
+    parser.add_argument("--enforce", action="store_true",
+                        help="the jails use bangd-nftables (needs --netns-pid)")
     args = parser.parse_args(argv)
     if args.action == "stop":
         stopped = stop_in_dir(args.dir)
         print("stopped" if stopped else f"no fail2ban-server running in {args.dir}")
         return 0
-    server = PrivateFail2ban(args.dir, jails=args.jails or ("bl",), loglevel=args.loglevel)
+    action_file = Path(__file__).resolve().parent.parent / "packaging" / "fail2ban" / (
+        "action.d/bangd-nftables.py"
+    )
+    server = PrivateFail2ban(
+        args.dir, jails=args.jails or ("bl",), loglevel=args.loglevel,
+        action="bangd-nftables.py" if args.enforce else "",
+        action_files=[action_file] if args.enforce else [], netns_pid=args.netns_pid,
+    )
     try:
         server.start()
     except Fail2banServerError as exc:
