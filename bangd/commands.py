@@ -17,7 +17,7 @@ from . import __version__, jobs, reports
 from .app import App
 from .control.args import Flag, Int, Text, Texts, accepts
 from .control.server import Handler, Peer
-from .errors import ControlError, SourceDisabled, UnknownSource
+from .errors import ControlError, SourceDisabled, UnknownJailName, UnknownSource
 from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
 from .metrics import render as render_metrics
 from .services.lookup import banned_in
@@ -84,8 +84,12 @@ class Commands:
 
     async def _import_now(self, name: str, *, force: bool, dry_run: bool) -> dict[str, Any]:
         job = import_job(name)
-        # A run already under way (e.g. the timer's) is waited for, then this one runs:
-        # "import now and wait" must not fail just because the timer got there first.
+        # A run already under way (e.g. the timer's) is waited for and is the answer: it
+        # imported the list just now. --force (and a run that raised) runs again after it.
+        if not force and not dry_run:
+            joined = await self.app.scheduler.join(job)
+            if joined is not None:
+                return {**joined, "joined": True}
         if dry_run:
             async with self.app.scheduler.exclusive(job, wait=True):
                 return (await jobs.run_import(self.app, name, dry_run=True)).as_dict()
@@ -95,11 +99,21 @@ class Commands:
 
     @accepts(source=Text(), limit=Int(default=20, low=1, high=10000))
     async def _cmd_runs(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        return {"runs": await self.app.imports.runs(args["source"], args["limit"])}
+        name = args["source"]
+        runs = await self.app.imports.runs(name, args["limit"])
+        if not runs and name is not None and self.app.config.source(name) is None:
+            # A removed source with history still answers; a misspelt name does not.
+            known = ", ".join(s.name for s in self.app.config.sources) or "none"
+            raise UnknownSource(f"runs: no source {name!r}; configured: {known}")
+        return {"runs": runs}
 
     @accepts(jail=Text())
     async def _cmd_reconcile(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         jail = args["jail"]
+        jails = await self.app.jails_in_use()
+        if jail is not None and jail not in jails:
+            raise UnknownJailName(f"reconcile: no jail {jail!r} in bangd's config or records;"
+                                  f" known: {', '.join(jails) or 'none'}")
         # The same work as the timer's run, and recorded as one.
         run = functools.partial(jobs.reconcile, self.app, jail)
         return await self.app.scheduler.run_now(RECONCILE_JOB, run, wait=True)

@@ -57,7 +57,8 @@ async def import_source(
     )
     app.status_changed()
     error = (summary.error or "import failed") if summary.state == "failed" else None
-    return JobOutcome(summary.as_dict(), error)
+    # The importer logged the failure in its summary line: one line per failure.
+    return JobOutcome(summary.as_dict(), error, logged=True)
 
 
 async def reconcile(app: App, jail: str | None = None) -> JobOutcome:

@@ -59,14 +59,16 @@ async def sources(app: App) -> list[dict[str, Any]]:
         row = rows.get(src.name)
         run = last.get(src.name, {})
         state = app.scheduler.state(import_job(src.name))
+        progress = app.importer.progress.get(src.name)
+        running = progress is not None or (state is not None and state.running)
         listed.append({
             "name": src.name, "jail": src.jail, "interval": src.interval,
             "enabled": src.enabled, "location": src.location,
             "entries": row.entries if row is not None else 0,
             "last_success": row.last_success if row is not None else None,
             "last_run": run.get("finished") or run.get("started"),
-            "last_state": "running" if state is not None and state.running
-            else run.get("state"),
+            "last_state": "running" if running else run.get("state"),
+            "progress": progress if running else None,
             "last_error": run.get("error"),
             "next_run": state.next_run if state is not None else None,
         })

@@ -248,6 +248,8 @@ def format_status(result: dict[str, Any]) -> str:
             f"  {src['name']}: {src.get('entries', 0)} entries in {src['jail']}, "
             f"last {src.get('last_state') or 'never run'} {ago(src.get('last_run'), now)}"
             + ("" if src.get("enabled", True) else " (disabled)")
+            + (f": {src['last_error']}" if src.get("last_state") == "failed"
+               and src.get("last_error") else "")
         )
     timers = result.get("timers", [])
     if timers:
@@ -299,6 +301,8 @@ def format_import(result: dict[str, Any]) -> str:
                      f"{r['took']:.2f}s"])
         if r.get("error"):
             notes.append(f"{r['source']}: {r['error']}")
+        if r.get("joined"):
+            notes.append(f"{r['source']}: a run was already under way; this is its result")
         for number, text in r.get("invalid_lines", []):
             notes.append(f"{r['source']}: invalid line {number}: {text}")
         if r.get("dry_run"):
@@ -312,14 +316,18 @@ def format_import(result: dict[str, Any]) -> str:
 
 
 def format_runs(result: dict[str, Any]) -> str:
+    """Errors go under the table, by run id: the table stays within 80 columns."""
+    runs = result.get("runs", [])
     rows = [
-        [r["id"], r["source"], time.strftime("%m-%d %H:%M:%S", time.localtime(r["started"])),
-         r["state"], r["added"], r["removed"], r["invalid"], r["skipped"],
-         duration((r["finished"] or r["started"]) - r["started"])]
-        for r in result.get("runs", [])
+        [r["id"], r["source"], time.strftime("%m-%d %H:%M", time.localtime(r["started"])),
+         r["state"], r.get("trigger") or "-", r["added"], r["removed"], r["invalid"],
+         r["skipped"], duration((r["finished"] or r["started"]) - r["started"])]
+        for r in runs
     ]
-    return table(["ID", "SOURCE", "STARTED", "STATE", "ADDED", "REMOVED", "INVALID",
-                  "SKIPPED", "TOOK"], rows)
+    text = table(["ID", "SOURCE", "STARTED", "STATE", "BY", "ADDED", "REMOVED", "INVALID",
+                  "SKIP", "TOOK"], rows)
+    return "\n".join([text, *(f"#{r['id']} {r['source']}: {r['error']}"
+                              for r in runs if r.get("error"))])
 
 
 def format_reconcile(result: dict[str, Any]) -> str:
