@@ -20,6 +20,7 @@ from .control.server import Handler, Peer
 from .errors import ControlError, SourceDisabled, UnknownJailName, UnknownSource
 from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
 from .metrics import render as render_metrics
+from .services.bans import list_bans
 from .services.lookup import banned_in
 
 Reload = Callable[[], Awaitable[dict[str, Any]]]
@@ -43,6 +44,7 @@ class Commands:
             "lookup": self._cmd_lookup,
             "cache_stats": self._cmd_cache_stats,
             "cache_cleanup": self._cmd_cache_cleanup,
+            **self._operator_handlers(),
         }
 
     @accepts()
@@ -110,10 +112,7 @@ class Commands:
     @accepts(jail=Text())
     async def _cmd_reconcile(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         jail = args["jail"]
-        jails = await self.app.jails_in_use()
-        if jail is not None and jail not in jails:
-            raise UnknownJailName(f"reconcile: no jail {jail!r} in bangd's config or records;"
-                                  f" known: {', '.join(jails) or 'none'}")
+        await self._known_jail("reconcile", jail)
         # The same work as the timer's run, and recorded as one.
         run = functools.partial(jobs.reconcile, self.app, jail)
         return await self.app.scheduler.run_now(RECONCILE_JOB, run, wait=True)
@@ -140,3 +139,30 @@ class Commands:
     @accepts()
     async def _cmd_metrics(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return {"text": render_metrics(await reports.metrics(self.app))}
+
+    # -- the operator's views and exemptions (issue 12) -------------------------------------
+
+    def _operator_handlers(self) -> dict[str, Handler]:
+        return {
+            "bans": self._cmd_bans,
+        }
+
+    async def _known_jail(self, command: str, jail: str | None) -> None:
+        jails = await self.app.jails_in_use()
+        if jail is not None and jail not in jails:
+            raise UnknownJailName(f"{command}: no jail {jail!r} in bangd's config or records;"
+                                  f" known: {', '.join(jails) or 'none'}")
+
+    async def _known_source(self, command: str, name: str | None) -> None:
+        if name is None or self.app.config.source(name) is not None:
+            return
+        if name not in await self.app.imports.known_sources():
+            known = ", ".join(s.name for s in self.app.config.sources) or "none"
+            raise UnknownSource(f"{command}: no source {name!r}; configured: {known}")
+
+    @accepts(jail=Text(), source=Text(), limit=Int(default=100, low=1, high=100_000))
+    async def _cmd_bans(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        await self._known_jail("bans", args["jail"])
+        await self._known_source("bans", args["source"])
+        return await list_bans(self.app.imports, jail=args["jail"], source=args["source"],
+                               limit=args["limit"])

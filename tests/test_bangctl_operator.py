@@ -37,3 +37,24 @@ def test_an_import_that_joined_a_running_one_says_so() -> None:
         {"source": "drop", "state": "completed", "added": 3, "removed": 0, "invalid": 0,
          "skipped": 0, "took": 1.0, "joined": True}]})
     assert "drop: a run was already under way; this is its result" in text
+
+
+BANS: dict[str, Any] = {
+    "entries": [{"jail": "bl", "entry": "203.0.113.0/24", "sources": ["a", "b"],
+                 "since": None}],
+    "total": 5, "truncated": True, "limit": 1, "by_jail": {"bl": 5}, "by_source": {"a": 5},
+}
+
+
+def test_bans_table_names_jail_entry_and_sources() -> None:
+    assert bangctl.format_bans(BANS).splitlines()[1].split()[:3] == ["bl", "203.0.113.0/24",
+                                                                       "a,b"]
+
+
+def test_bans_table_says_when_the_limit_cut_it_short() -> None:
+    assert "(first 1 of 5; --limit shows more)" in bangctl.format_bans(BANS)
+
+
+def test_bans_request_carries_only_the_filters_given() -> None:
+    args = bangctl.build_parser().parse_args(["bans", "--jail", "bl"])
+    assert bangctl.request_for(args) == ("bans", {"limit": 100, "jail": "bl"})

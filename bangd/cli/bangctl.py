@@ -187,11 +187,50 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=raw,
         epilog="examples:\n  bangd --check-config -c /etc/bangd/config.yaml && bangctl reload",
     )
+    _operator_commands(sub, common)
     return parser
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 100000: {text!r}")
+    return value
+
+
+def _operator_commands(sub: Any, common: list[_Parser]) -> None:
+    """The operator's views and exemptions (issue 12), kept together."""
+    raw = argparse.RawDescriptionHelpFormatter
+    bans = sub.add_parser(
+        "bans", parents=common, help="entries bangd applied, per jail and source",
+        description="List the entries bangd has applied: jail, the sources listing each, "
+        "since when; with counts per jail and per source.", formatter_class=raw,
+        epilog="examples:\n  bangctl bans\n  bangctl bans --jail blocklist --limit 20\n"
+        "  bangctl --json bans --source spamhaus-drop | jq .by_jail",
+    )
+    bans.add_argument("--jail", metavar="J", help="only this jail")
+    bans.add_argument("--source", metavar="S", help="only entries this source lists")
+    bans.add_argument("--limit", type=_limit, default=100,
+                      help="at most this many entries (default 100, at most 100000)")
+
+
+def _operator_request(args: argparse.Namespace) -> Request | None:
+    command = str(args.command)
+    if command == "bans":
+        params: dict[str, Any] = {"limit": args.limit}
+        params.update({k: v for k in ("jail", "source") if (v := getattr(args, k))})
+        return command, params
+    return None
 
 
 def request_for(args: argparse.Namespace) -> Request:
     command = str(args.command)
+    operator = _operator_request(args)
+    if operator is not None:
+        return operator
     if command == "import":
         if bool(args.names) == bool(args.all):
             raise UsageError("import: name one or more sources, or --all")
@@ -388,7 +427,27 @@ def format_metrics(result: dict[str, Any]) -> str:
     return "\n".join(safe(line) for line in str(result.get("text", "")).rstrip("\n").split("\n"))
 
 
+def format_bans(result: dict[str, Any]) -> str:
+    now = time.time()
+    rows = [[e["jail"], e["entry"], ",".join(e["sources"]), ago(e.get("since"), now)]
+            for e in result.get("entries", [])]
+    lines = [table(["JAIL", "ENTRY", "SOURCES", "SINCE"], rows) if rows
+             else "no entries applied"]
+    if result.get("truncated"):
+        lines.append(f"(first {len(rows)} of {result.get('total')}; --limit shows more)")
+    lines.append("per jail:   " + (", ".join(
+        f"{k} {v}" for k, v in result.get("by_jail", {}).items()) or "-"))
+    lines.append("per source: " + (", ".join(
+        f"{k} {v}" for k, v in result.get("by_source", {}).items()) or "-"))
+    return "\n".join(lines)
+
+
+OPERATOR_FORMATTERS: dict[str, Formatter] = {
+    "bans": format_bans,
+}
+
 FORMATTERS: dict[str, Formatter] = {
+    **OPERATOR_FORMATTERS,
     "metrics": format_metrics,
     "lookup": format_lookup,
     "cache_stats": format_cache_stats,
