@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,7 +22,10 @@ from .errors import ControlError, SourceDisabled, UnknownJailName, UnknownSource
 from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
 from .metrics import render as render_metrics
 from .services.bans import list_bans
+from .services.exemptions import MAX_COMMENT, lift, normalised
 from .services.lookup import banned_in
+
+log = logging.getLogger(__name__)
 
 Reload = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -120,6 +124,10 @@ class Commands:
     @accepts(ips=Texts(max_length=100))
     async def _cmd_lookup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         results = await self.app.geo.service.lookup(args["ips"], banned_in=self._banned_in)
+        for result in results:
+            result["exemptions"] = [
+                e.as_dict() for e in self.app.exemptions.covering(result["ip"])
+            ]
         return {"results": results}
 
     async def _banned_in(self, address: str) -> list[str]:
@@ -145,6 +153,9 @@ class Commands:
     def _operator_handlers(self) -> dict[str, Handler]:
         return {
             "bans": self._cmd_bans,
+            "allow_add": self._cmd_allow_add,
+            "allow_list": self._cmd_allow_list,
+            "allow_remove": self._cmd_allow_remove,
         }
 
     async def _known_jail(self, command: str, jail: str | None) -> None:
@@ -166,3 +177,28 @@ class Commands:
         await self._known_source("bans", args["source"])
         return await list_bans(self.app.imports, jail=args["jail"], source=args["source"],
                                limit=args["limit"])
+
+    @accepts(network=Text(required=True, max_length=100),
+             seconds=Int(default=0, low=0, high=10 * 366 * 86400),
+             comment=Text(max_length=MAX_COMMENT))
+    async def _cmd_allow_add(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """Stored first (so no import bans it again meanwhile), then lifted now."""
+        app = self.app
+        exemption = await app.exemptions.add(args["network"], seconds=args["seconds"],
+                                             comment=args["comment"])
+        lifted = await lift(app.imports, app.applier, normalised(exemption.network))
+        log.info("exemption network=%s added expires=%s lifted=%d uid=%d", exemption.network,
+                 exemption.expires, lifted, peer.uid)
+        return {"exemption": exemption.as_dict(), "lifted": lifted}
+
+    @accepts()
+    async def _cmd_allow_list(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return {"exemptions": [e.as_dict() for e in self.app.exemptions.active()]}
+
+    @accepts(network=Text(required=True, max_length=100))
+    async def _cmd_allow_remove(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """The lists' entries it kept out come back with the imports made due now."""
+        exemption = await self.app.exemptions.remove(args["network"])
+        jobs.reimport_all(self.app)
+        log.info("exemption network=%s removed uid=%d", exemption.network, peer.uid)
+        return {"exemption": exemption.as_dict(), "reimporting": True}

@@ -65,6 +65,8 @@ async def reconcile(app: App, jail: str | None = None) -> JobOutcome:
     """Withdraw removed sources, settle crashed runs, then re-ban what fail2ban lost:
     a jail is never compared with half-done records."""
     errors = await withdraw_removed_sources(app)
+    if await app.exemptions.expire():
+        reimport_all(app)  # what an expired exemption kept out is banned again
     await app.importer.recover_all()
     reports = await app.reconciler.run(jail, settings=app.filter_settings())
     errors += [r.error for r in reports if r.error]
@@ -149,6 +151,13 @@ async def reschedule(app: App, old: Config, new: Config) -> None:
         for src in new.sources:
             if src.enabled:
                 app.scheduler.make_due(import_job(src.name))
+
+
+def reimport_all(app: App) -> None:
+    """Re-apply every enabled list soon: what may be banned changed."""
+    for src in app.config.sources:
+        if src.enabled:
+            app.scheduler.make_due(import_job(src.name))
 
 
 def _fail2ban_back(app: App) -> None:

@@ -31,6 +31,7 @@ async def status(app: App) -> dict[str, Any]:
         "jails": await jail_counts(app),
         "timers": [s.as_dict() for s in app.scheduler.states()],
         "geo": {"resolvers": app.geo.resolver_names(), "error": app.geo.problem},
+        "exemptions": [e.as_dict() for e in app.exemptions.active()],
     }
 
 
@@ -119,6 +120,10 @@ async def metrics(app: App) -> list[Metric]:
         entries, success, duration, failing, runs,
         _jail_metric(await jail_counts(app)),
         *await _geo_metrics(app),
+        Metric("bangd_exemptions", "gauge",
+               "Runtime exemptions (bangctl allow) standing now.").add(
+            len(app.exemptions.active())
+        ),
     ]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bangd.cli import bangctl
 
 RUN: dict[str, Any] = {"id": 7, "source": "drop", "started": 1_700_000_000.0,
@@ -58,3 +60,40 @@ def test_bans_table_says_when_the_limit_cut_it_short() -> None:
 def test_bans_request_carries_only_the_filters_given() -> None:
     args = bangctl.build_parser().parse_args(["bans", "--jail", "bl"])
     assert bangctl.request_for(args) == ("bans", {"limit": 100, "jail": "bl"})
+
+
+def request(*argv: str) -> tuple[str, dict[str, Any]]:
+    return bangctl.request_for(bangctl.build_parser().parse_args(list(argv)))
+
+
+def test_allow_sends_the_duration_in_seconds_and_the_comment() -> None:
+    assert request("allow", "203.0.113.7", "--for", "2h", "--comment", "vpn") == (
+        "allow_add", {"network": "203.0.113.7", "seconds": 7200, "comment": "vpn"})
+
+
+def test_allow_list_and_remove_are_their_own_commands() -> None:
+    assert request("allow", "--list") == ("allow_list", {})
+    assert request("allow", "--remove", "192.0.2.0/24") == (
+        "allow_remove", {"network": "192.0.2.0/24"})
+
+
+@pytest.mark.parametrize("argv", [["allow"], ["allow", "192.0.2.1", "--list"],
+                                  ["allow", "--list", "--for", "1h"]],
+                         ids=["nothing", "two", "for-without-address"])
+def test_allow_refuses_an_ambiguous_request(argv: list[str]) -> None:
+    with pytest.raises(bangctl.UsageError):
+        request(*argv)
+
+
+def test_allow_refuses_a_duration_it_cannot_read(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        request("allow", "192.0.2.1", "--for", "soon")
+    assert info.value.code == bangctl.EXIT_USAGE
+    assert "not a duration" in capsys.readouterr().err
+
+
+def test_lookup_shows_the_exemption_covering_an_address() -> None:
+    text = bangctl.format_lookup({"results": [
+        {"ip": "192.0.2.1", "cached": False, "sources": [], "banned_in": [],
+         "exemptions": [{"network": "192.0.2.0/24", "comment": "lab", "expires": None}]}]})
+    assert "exempted   192.0.2.0/24  until removed  (lab)" in text

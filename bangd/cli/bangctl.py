@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import DEFAULT_CONTROL_SOCKET as DEFAULT_SOCKET
+from ..config import parse_duration
 from ..control.client import ControlClient, DaemonUnreachable
 from ..errors import ControlError
 from .importwait import call_import, stderr_progress
@@ -215,14 +216,56 @@ def _operator_commands(sub: Any, common: list[_Parser]) -> None:
     bans.add_argument("--source", metavar="S", help="only entries this source lists")
     bans.add_argument("--limit", type=_limit, default=100,
                       help="at most this many entries (default 100, at most 100000)")
+    allow = sub.add_parser(
+        "allow", parents=common, help="exempt an address or network from bangd's bans",
+        description="Exempt an address or network at once: what bangd banned that it "
+        "covers is unbanned now, and no import or reconcile bans it while the exemption "
+        "stands. Kept across restarts; the config's allowlist is unaffected.",
+        formatter_class=raw,
+        epilog="examples:\n  bangctl allow 203.0.113.7 --for 2h --comment 'ticket 4711'\n"
+        "  bangctl allow 2001:db8:1::/48\n  bangctl allow --list\n"
+        "  bangctl allow --remove 203.0.113.7",
+    )
+    allow.add_argument("network", nargs="?", metavar="ADDR|NET", help="address or network")
+    allow.add_argument("--for", dest="duration", metavar="DURATION", type=_duration,
+                       help="lift the exemption after this long (90s, 5m, 6h, 1d); "
+                       "default: until removed")
+    allow.add_argument("--comment", metavar="TEXT", help="why (shown by --list)")
+    allow.add_argument("--list", action="store_true", help="list the exemptions standing")
+    allow.add_argument("--remove", metavar="ADDR|NET",
+                       help="remove this exemption; the lists' entries come back")
+
+
+def _duration(text: str) -> int:
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration such as 90s, 5m, 6h, 1d: {text!r}"
+                                         ) from None
+    if not 1 <= seconds <= 10 * 366 * 86400:
+        raise argparse.ArgumentTypeError(f"must be from 1s to 10 years: {text!r}")
+    return int(seconds)
 
 
 def _operator_request(args: argparse.Namespace) -> Request | None:
     command = str(args.command)
+    if command == "allow":
+        chosen = [bool(args.network), args.list, args.remove is not None]
+        if sum(chosen) != 1:
+            raise UsageError("allow: give one of ADDR|NET, --list, --remove ADDR|NET")
+        if not args.network and (args.duration or args.comment):
+            raise UsageError("allow: --for and --comment go with ADDR|NET")
+        if args.list:
+            return "allow_list", {}
+        if args.remove is not None:
+            return "allow_remove", {"network": args.remove}
+        params: dict[str, Any] = {"network": args.network, "seconds": args.duration or 0}
+        if args.comment:
+            params["comment"] = args.comment
+        return "allow_add", params
     if command == "bans":
-        params: dict[str, Any] = {"limit": args.limit}
-        params.update({k: v for k in ("jail", "source") if (v := getattr(args, k))})
-        return command, params
+        filters = {k: v for k in ("jail", "source") if (v := getattr(args, k))}
+        return command, {"limit": args.limit, **filters}
     return None
 
 
@@ -290,6 +333,11 @@ def format_status(result: dict[str, Any]) -> str:
             + (f": {src['last_error']}" if src.get("last_state") == "failed"
                and src.get("last_error") else "")
         )
+    exemptions = result.get("exemptions") or []
+    if exemptions:
+        lines.append(f"exempt    {len(exemptions)}: "
+                     + ", ".join(_exemption_line(e, now) for e in exemptions[:5])
+                     + (" ..." if len(exemptions) > 5 else ""))
     timers = result.get("timers", [])
     if timers:
         lines.append("")
@@ -395,8 +443,11 @@ def format_lookup(result: dict[str, Any]) -> str:
             banned = f"unknown: {r.get('banned_in_error')}"
         else:
             banned = ", ".join(r["banned_in"]) or "no jail"
-        blocks.append(f"{r['ip']}\n  geo        {geo}\n  listed by  {listed}\n"
-                      f"  banned in  {banned}")
+        block = (f"{r['ip']}\n  geo        {geo}\n  listed by  {listed}\n"
+                 f"  banned in  {banned}")
+        for e in r.get("exemptions") or []:
+            block += f"\n  exempted   {_exemption_line(e, time.time())}"
+        blocks.append(block)
     return "\n".join(blocks)
 
 
@@ -442,8 +493,36 @@ def format_bans(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _exemption_line(e: dict[str, Any], now: float) -> str:
+    expires = f"until {when(e['expires'], now)}" if e.get("expires") else "until removed"
+    comment = f"  ({e['comment']})" if e.get("comment") else ""
+    return f"{e['network']}  {expires}{comment}"
+
+
+def format_allow_add(result: dict[str, Any]) -> str:
+    line = _exemption_line(result.get("exemption", {}), time.time())
+    return f"exempted {line}\nunbanned now: {result.get('lifted', 0)} entries"
+
+
+def format_allow_list(result: dict[str, Any]) -> str:
+    now = time.time()
+    rows = [[e["network"], when(e["expires"], now) if e.get("expires") else "never",
+             ago(e.get("created"), now), e.get("comment") or ""]
+            for e in result.get("exemptions", [])]
+    return table(["NETWORK", "EXPIRES", "ADDED", "COMMENT"], rows) if rows \
+        else "no exemptions"
+
+
+def format_allow_remove(result: dict[str, Any]) -> str:
+    return (f"removed the exemption for {result.get('exemption', {}).get('network')}; "
+            "the lists are re-applied now")
+
+
 OPERATOR_FORMATTERS: dict[str, Formatter] = {
     "bans": format_bans,
+    "allow_add": format_allow_add,
+    "allow_list": format_allow_list,
+    "allow_remove": format_allow_remove,
 }
 
 FORMATTERS: dict[str, Formatter] = {

@@ -47,10 +47,17 @@ class FilterSettings:
 
     allowlist: tuple[IPNetwork, ...]
     skip_reserved: bool
+    exempt: tuple[IPNetwork, ...] = ()  # runtime exemptions (bangctl allow) now standing
+
+    @property
+    def screen(self) -> tuple[IPNetwork, ...]:
+        """What the parser keeps out: the config's allowlist and the exemptions."""
+        return self.allowlist + self.exempt
 
     def digest(self, jail: str) -> str:
         text = "|".join(
             [jail, str(self.skip_reserved), *sorted(str(n) for n in self.allowlist)]
+            + (["exempt", *sorted(str(n) for n in self.exempt)] if self.exempt else [])
         )
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -242,7 +249,7 @@ class Importer:
             return
         parsed = await asyncio.to_thread(
             parse_blocklist, fetched.body,
-            allowlist=settings.allowlist, skip_reserved=settings.skip_reserved,
+            allowlist=settings.screen, skip_reserved=settings.skip_reserved,
             feed=source.format,
         )
         summary.invalid = parsed.invalid

@@ -377,6 +377,14 @@ class ImportStore:
         ledger knows what a source lists; the geo cache only what it has resolved)."""
         return await self.db.execute(TOUCH_LISTED_SQL, (now, source))
 
+    async def mark_stale(self, name: str) -> None:
+        """Entries were lifted outside an import (an exemption): the next import must
+        re-apply the whole list, not take it as unchanged; `entries` counts what is left."""
+        await self.db.execute(
+            "UPDATE sources SET settings_digest = NULL, entries = (SELECT COUNT(*) FROM"
+            " applied WHERE source = ? AND state = 'applied') WHERE name = ?", (name, name),
+        )
+
     # -- listings (bangctl bans) -------------------------------------------------------------
 
     async def applied_listing(
