@@ -23,7 +23,7 @@ from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
 from .metrics import render as render_metrics
 from .services.bans import list_bans
 from .services.exemptions import MAX_COMMENT, lift, normalised
-from .services.lookup import banned_in
+from .services.lookup import banned_in, skip_reasons
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,7 @@ class Commands:
     @accepts(ips=Texts(max_length=100))
     async def _cmd_lookup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         results = await self.app.geo.service.lookup(args["ips"], banned_in=self._banned_in)
-        for result in results:
-            result["exemptions"] = [
-                e.as_dict() for e in self.app.exemptions.covering(result["ip"])
-            ]
+        self._explain(results)
         return {"results": results}
 
     async def _banned_in(self, address: str) -> list[str]:
@@ -202,3 +199,16 @@ class Commands:
         jobs.reimport_all(self.app)
         log.info("exemption network=%s removed uid=%d", exemption.network, peer.uid)
         return {"exemption": exemption.as_dict(), "reimporting": True}
+
+    def _explain(self, results: list[dict[str, Any]]) -> None:
+        """What lookup adds for the operator: exemptions, skip rules, a missing resolver."""
+        app, config = self.app, self.app.config
+        resolvers = app.geo.resolver_names()
+        for result in results:
+            result["exemptions"] = [e.as_dict() for e in app.exemptions.covering(result["ip"])]
+            result["skipped"] = skip_reasons(
+                result["ip"], allowlist=config.allowlist, skip_reserved=config.skip_reserved,
+                exempt=app.exemptions.networks(),
+            )
+            result["geo_note"] = None if resolvers or result.get("cached") \
+                else "no resolver configured (geo.mmdb, geo.asn_mmdb, geo.ip_api)"

@@ -97,3 +97,22 @@ def test_lookup_shows_the_exemption_covering_an_address() -> None:
         {"ip": "192.0.2.1", "cached": False, "sources": [], "banned_in": [],
          "exemptions": [{"network": "192.0.2.0/24", "comment": "lab", "expires": None}]}]})
     assert "exempted   192.0.2.0/24  until removed  (lab)" in text
+
+
+LOOKUP: dict[str, Any] = {"results": [
+    {"ip": "10.1.2.3", "cached": False, "geo_note": "no resolver configured", "sources": [],
+     "banned_in": ["bl"], "jail_errors": {"gone": "fail2ban has no jail 'gone'"},
+     "skipped": [{"reason": "reserved", "rule": "10.0.0.0/8"}], "exemptions": []}]}
+
+
+def test_lookup_says_why_an_address_is_skipped() -> None:
+    assert "  skipped    reserved 10.0.0.0/8" in bangctl.format_lookup(LOOKUP)
+
+
+def test_lookup_says_when_no_resolver_is_configured() -> None:
+    assert "  geo        no resolver configured" in bangctl.format_lookup(LOOKUP)
+
+
+def test_lookup_keeps_a_broken_jail_to_its_own_row() -> None:
+    text = bangctl.format_lookup(LOOKUP)
+    assert "  banned in  bl" in text and "  jail gone: cannot tell: fail2ban has no" in text

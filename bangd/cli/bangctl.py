@@ -429,7 +429,7 @@ def format_lookup(result: dict[str, Any]) -> str:
     blocks = []
     for r in result.get("results", []):
         if not r.get("cached"):
-            geo = "not resolved yet"
+            geo = r.get("geo_note") or "not resolved yet"
         elif r.get("negative"):
             geo = f"nothing known ({r['origin']}, {duration(r['age'])} old)"
         else:
@@ -445,8 +445,12 @@ def format_lookup(result: dict[str, Any]) -> str:
             banned = ", ".join(r["banned_in"]) or "no jail"
         block = (f"{r['ip']}\n  geo        {geo}\n  listed by  {listed}\n"
                  f"  banned in  {banned}")
+        for jail, error in sorted((r.get("jail_errors") or {}).items()):
+            block += f"\n  jail {jail}: cannot tell: {error}"
         for e in r.get("exemptions") or []:
             block += f"\n  exempted   {_exemption_line(e, time.time())}"
+        for rule in r.get("skipped") or []:
+            block += f"\n  skipped    {rule['reason']} {rule['rule']}"
         blocks.append(block)
     return "\n".join(blocks)
 
