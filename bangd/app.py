@@ -25,6 +25,7 @@ from .services.health import Fail2banHealth, Fail2banMonitor
 from .services.importer import FilterSettings, Importer
 from .services.reconcile import Reconciler
 from .sources.fetch import Fetcher, make_session
+from .store.banstats import BanStatsStore
 from .store.db import Database
 from .store.exemptions import ExemptionStore
 from .store.geo import GeoCacheStore
@@ -60,6 +61,7 @@ class App:
         self.imports = ImportStore(db)
         self.geo_store = GeoCacheStore(db)
         self.exemptions = Exemptions(ExemptionStore(db), clock=clock)
+        self.ban_stats = BanStatsStore(db)
         self.fail2ban = Fail2banLink(config.fail2ban)
         self.geo = GeoRuntime(config.geo, self.geo_store, clock=clock)
         # One apply protocol, and with it one writer to fail2ban at a time: an import's

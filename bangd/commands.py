@@ -24,6 +24,7 @@ from .metrics import render as render_metrics
 from .services.bans import list_bans
 from .services.exemptions import MAX_COMMENT, lift, normalised
 from .services.lookup import banned_in, skip_reasons
+from .services.stats import banned_by
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ class Commands:
             "allow_add": self._cmd_allow_add,
             "allow_list": self._cmd_allow_list,
             "allow_remove": self._cmd_allow_remove,
+            "stats": self._cmd_stats,
         }
 
     async def _known_jail(self, command: str, jail: str | None) -> None:
@@ -212,3 +214,10 @@ class Commands:
             )
             result["geo_note"] = None if resolvers or result.get("cached") \
                 else "no resolver configured (geo.mmdb, geo.asn_mmdb, geo.ip_api)"
+
+    @accepts(by=Text(max_length=16), top=Int(default=10, low=1, high=1000))
+    async def _cmd_stats(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        by = args["by"] or "country"
+        if by not in ("country", "asn"):
+            raise ControlError("invalid_argument", f"stats: by must be country or asn, got {by!r}")
+        return await banned_by(self.app.ban_stats, by=by, top=args["top"])

@@ -14,6 +14,7 @@ from .app import App
 from .errors import Fail2banError
 from .jobs import import_job
 from .metrics import Metric
+from .services.stats import banned_by
 
 
 async def status(app: App) -> dict[str, Any]:
@@ -124,7 +125,21 @@ async def metrics(app: App) -> list[Metric]:
                "Runtime exemptions (bangctl allow) standing now.").add(
             len(app.exemptions.active())
         ),
+        await _country_metric(app),
     ]
+
+
+COUNTRY_METRIC_TOP = 10  # countries with a label of their own; the rest are "other"
+
+
+async def _country_metric(app: App) -> Metric:
+    metric = Metric("bangd_banned_addresses_by_country", "gauge",
+                    f"Addresses bangd bans (networks by size), top {COUNTRY_METRIC_TOP} "
+                    "countries from the geo cache, the rest as other.")
+    stats = await banned_by(app.ban_stats, by="country", top=COUNTRY_METRIC_TOP)
+    for group in stats["groups"]:
+        metric.add(group["addresses"], country=group["key"])
+    return metric
 
 
 def _jail_metric(counts: list[dict[str, Any]]) -> Metric:

@@ -116,3 +116,11 @@ def test_lookup_says_when_no_resolver_is_configured() -> None:
 def test_lookup_keeps_a_broken_jail_to_its_own_row() -> None:
     text = bangctl.format_lookup(LOOKUP)
     assert "  banned in  bl" in text and "  jail gone: cannot tell: fail2ban has no" in text
+
+
+def test_stats_bars_are_proportional_to_the_largest_group() -> None:
+    text = bangctl.format_stats({"by": "country", "total": 300, "groups": [
+        {"key": "US", "label": "United States", "addresses": 200, "share": 2 / 3},
+        {"key": "DE", "label": "Germany", "addresses": 100, "share": 1 / 3}]})
+    us, de = text.splitlines()[1:3]
+    assert us.endswith("#" * bangctl.BAR_WIDTH) and de.endswith(" " + "#" * 15)

@@ -234,6 +234,26 @@ def _operator_commands(sub: Any, common: list[_Parser]) -> None:
     allow.add_argument("--list", action="store_true", help="list the exemptions standing")
     allow.add_argument("--remove", metavar="ADDR|NET",
                        help="remove this exemption; the lists' entries come back")
+    stats = sub.add_parser(
+        "stats", parents=common, help="banned addresses by country or AS",
+        description="Group what bangd bans by country or AS from the geo cache; a network "
+        "counts as many addresses as it holds.", formatter_class=raw,
+        epilog="examples:\n  bangctl stats\n  bangctl stats --by asn --top 20",
+    )
+    stats.add_argument("--by", choices=("country", "asn"), default="country",
+                       help="group by country (default) or AS")
+    stats.add_argument("--top", type=_top, default=10,
+                       help="this many groups, the rest as other (default 10)")
+
+
+def _top(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 1000: {text!r}")
+    return value
 
 
 def _duration(text: str) -> int:
@@ -249,6 +269,8 @@ def _duration(text: str) -> int:
 
 def _operator_request(args: argparse.Namespace) -> Request | None:
     command = str(args.command)
+    if command == "stats":
+        return command, {"by": args.by, "top": args.top}
     if command == "allow":
         chosen = [bool(args.network), args.list, args.remove is not None]
         if sum(chosen) != 1:
@@ -522,7 +544,24 @@ def format_allow_remove(result: dict[str, Any]) -> str:
             "the lists are re-applied now")
 
 
+BAR_WIDTH = 30
+
+
+def format_stats(result: dict[str, Any]) -> str:
+    groups = result.get("groups", [])
+    if not groups:
+        return "nothing banned yet"
+    most = max(g["addresses"] for g in groups) or 1
+    rows = [[g["key"], (g.get("label") or "")[:24], f"{g['addresses']:,}",
+             f"{100 * g['share']:.1f}%", "#" * max(1, round(BAR_WIDTH * g["addresses"] / most))]
+            for g in groups]
+    header = "COUNTRY" if result.get("by") == "country" else "AS"
+    return "\n".join([table([header, "NAME", "ADDRESSES", "SHARE", ""], rows),
+                      f"total {result.get('total', 0):,} addresses"])
+
+
 OPERATOR_FORMATTERS: dict[str, Formatter] = {
+    "stats": format_stats,
     "bans": format_bans,
     "allow_add": format_allow_add,
     "allow_list": format_allow_list,
