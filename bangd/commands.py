@@ -111,13 +111,13 @@ class Commands:
         if not runs and name is not None and self.app.config.source(name) is None:
             # A removed source with history still answers; a misspelt name does not.
             known = ", ".join(s.name for s in self.app.config.sources) or "none"
-            raise UnknownSource(f"runs: no source {name!r}; configured: {known}")
+            raise UnknownSource(f"no source {name!r}; configured: {known}")
         return {"runs": runs}
 
     @accepts(jail=Text())
     async def _cmd_reconcile(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         jail = args["jail"]
-        await self._known_jail("reconcile", jail)
+        await self._known_jail(jail)
         # The same work as the timer's run, and recorded as one.
         run = functools.partial(jobs.reconcile, self.app, jail)
         return await self.app.scheduler.run_now(RECONCILE_JOB, run, wait=True)
@@ -157,23 +157,23 @@ class Commands:
             "stats": self._cmd_stats,
         }
 
-    async def _known_jail(self, command: str, jail: str | None) -> None:
+    async def _known_jail(self, jail: str | None) -> None:
         jails = await self.app.jails_in_use()
         if jail is not None and jail not in jails:
-            raise UnknownJailName(f"{command}: no jail {jail!r} in bangd's config or records;"
-                                  f" known: {', '.join(jails) or 'none'}")
+            raise UnknownJailName(f"no jail {jail!r} in bangd's config or records; known:"
+                                  f" {', '.join(jails) or 'none'}")
 
-    async def _known_source(self, command: str, name: str | None) -> None:
+    async def _known_source(self, name: str | None) -> None:
         if name is None or self.app.config.source(name) is not None:
             return
         if name not in await self.app.imports.known_sources():
             known = ", ".join(s.name for s in self.app.config.sources) or "none"
-            raise UnknownSource(f"{command}: no source {name!r}; configured: {known}")
+            raise UnknownSource(f"no source {name!r}; configured: {known}")
 
     @accepts(jail=Text(), source=Text(), limit=Int(default=100, low=1, high=100_000))
     async def _cmd_bans(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        await self._known_jail("bans", args["jail"])
-        await self._known_source("bans", args["source"])
+        await self._known_jail(args["jail"])
+        await self._known_source(args["source"])
         return await list_bans(self.app.imports, jail=args["jail"], source=args["source"],
                                limit=args["limit"])
 
@@ -219,5 +219,5 @@ class Commands:
     async def _cmd_stats(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         by = args["by"] or "country"
         if by not in ("country", "asn"):
-            raise ControlError("invalid_argument", f"stats: by must be country or asn, got {by!r}")
+            raise ControlError("invalid_argument", f"by must be country or asn, got {by!r}")
         return await banned_by(self.app.ban_stats, by=by, top=args["top"])

@@ -520,7 +520,7 @@ def format_bans(result: dict[str, Any]) -> str:
 
 
 def _exemption_line(e: dict[str, Any], now: float) -> str:
-    expires = f"until {when(e['expires'], now)}" if e.get("expires") else "until removed"
+    expires = f"expires {when(e['expires'], now)}" if e.get("expires") else "until removed"
     comment = f"  ({e['comment']})" if e.get("comment") else ""
     return f"{e['network']}  {expires}{comment}"
 

@@ -30,13 +30,13 @@ MAX_COMMENT = 200
 def normalised(text: str | None) -> IPNetwork:
     """The network an operator typed: host bits cleared, IPv4-mapped IPv6 as IPv4."""
     if not text:
-        raise InvalidRequest("allow: network is required: an address or network such as "
+        raise InvalidRequest("network is required: an address or network such as "
                              "203.0.113.7 or 2001:db8::/48")
     try:
         network = ipaddress.ip_network(text.strip(), strict=False)
     except ValueError:
         raise InvalidRequest(
-            f"allow: {text!r} is not an address or network; e.g. 203.0.113.7 or 2001:db8::/48"
+            f"network {text!r} is not an address or network; e.g. 203.0.113.7 or 2001:db8::/48"
         ) from None
     if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96 \
             and network.network_address.ipv4_mapped is not None:
@@ -84,7 +84,7 @@ class Exemptions:
         exemption = self._by_network.get(key)
         if exemption is None:
             raise UnknownExemption(
-                f"allow --remove: no exemption for {key}; see bangctl allow --list"
+                f"no exemption for {key}; see bangctl allow --list"
             )
         await self.store.delete([key])
         del self._by_network[key]
