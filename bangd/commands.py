@@ -22,7 +22,7 @@ from .errors import ControlError, SourceDisabled, UnknownJailName, UnknownSource
 from .jobs import RECONCILE_JOB, RETENTION_JOB, import_job
 from .metrics import render as render_metrics
 from .services.bans import list_bans
-from .services.exemptions import MAX_COMMENT, lift, normalised
+from .services.exemptions import MAX_COMMENT, lift, normalised, unscreen
 from .services.lookup import banned_in, skip_reasons
 from .services.stats import banned_by
 
@@ -198,6 +198,7 @@ class Commands:
     async def _cmd_allow_remove(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         """The lists' entries it kept out come back with the imports made due now."""
         exemption = await self.app.exemptions.remove(args["network"])
+        await unscreen(self.app.imports)
         jobs.reimport_all(self.app)
         log.info("exemption network=%s removed uid=%d", exemption.network, peer.uid)
         return {"exemption": exemption.as_dict(), "reimporting": True}

@@ -17,6 +17,7 @@ from .app import App
 from .config import Config
 from .errors import Fail2banError, UnknownSource
 from .scheduler import Job, JobOutcome
+from .services.exemptions import unscreen
 from .services.importer import ImportSummary
 from .services.retention import run_retention
 from .store.integrity import DatabaseCorrupt, quick_check
@@ -66,6 +67,7 @@ async def reconcile(app: App, jail: str | None = None) -> JobOutcome:
     a jail is never compared with half-done records."""
     errors = await withdraw_removed_sources(app)
     if await app.exemptions.expire():
+        await unscreen(app.imports)
         reimport_all(app)  # what an expired exemption kept out is banned again
     await app.importer.recover_all()
     reports = await app.reconciler.run(jail, settings=app.filter_settings())

@@ -127,3 +127,10 @@ def _covered(entries: set[str], network: IPNetwork) -> list[str]:
 
 def _overlap(a: IPNetwork, b: IPNetwork) -> bool:
     return a.version == b.version and a.overlaps(b)
+
+
+async def unscreen(store: ImportStore) -> None:
+    """An exemption went: every source re-applies its whole list at its next import (the
+    filter's digest alone could match a run that raced the exemption's arrival)."""
+    for name in await store.known_sources():
+        await store.mark_stale(name)
