@@ -46,3 +46,20 @@ async def test_the_country_metric_has_a_label_per_top_country(world: World) -> N
     text = (await world.commands()["metrics"]({}, PEER))["text"]
     assert 'bangd_banned_addresses_by_country{country="US"} 256' in text
     assert COUNTRY_METRIC_TOP >= 3 and 'country="other"' not in text
+
+
+async def test_the_country_metric_sums_countries_beyond_the_top_as_other(
+    world: World,
+) -> None:
+    addresses = [f"192.0.2.{i}" for i in range(1, COUNTRY_METRIC_TOP + 3)]
+    (world.tmp / "local.txt").write_text("\n".join(addresses) + "\n")
+    await jobs.import_source(world.app, "local")
+    for i, address in enumerate(addresses):
+        code = f"{chr(65 + i)}{chr(65 + i)}"
+        await world.app.geo_store.upsert(
+            GeoInfo(address, code, None, None, None, "mmdb", False), T0)
+    text = (await world.commands()["metrics"]({}, PEER))["text"]
+    labelled = [line for line in text.splitlines()
+                if line.startswith("bangd_banned_addresses_by_country{")]
+    assert len(labelled) == COUNTRY_METRIC_TOP + 1
+    assert 'bangd_banned_addresses_by_country{country="other"} 2' in labelled
