@@ -20,12 +20,15 @@ from .fail2ban.link import Fail2banLink
 from .scheduler import Scheduler
 from .services.apply import Applier
 from .services.enforcement import Enforcement
+from .services.exemptions import Exemptions
 from .services.geo_runtime import GeoRuntime
 from .services.health import Fail2banHealth, Fail2banMonitor
 from .services.importer import FilterSettings, Importer
 from .services.reconcile import Reconciler
 from .sources.fetch import Fetcher, make_session
+from .store.banstats import BanStatsStore
 from .store.db import Database
+from .store.exemptions import ExemptionStore
 from .store.geo import GeoCacheStore
 from .store.imports import ImportStore
 from .store.integrity import DatabaseCorrupt
@@ -58,6 +61,8 @@ class App:
         self.db = db
         self.imports = ImportStore(db)
         self.geo_store = GeoCacheStore(db)
+        self.exemptions = Exemptions(ExemptionStore(db), clock=clock)
+        self.ban_stats = BanStatsStore(db)
         self.fail2ban = Fail2banLink(config.fail2ban)
         self.geo = GeoRuntime(config.geo, self.geo_store, clock=clock)
         # One apply protocol, and with it one writer to fail2ban at a time: an import's
@@ -102,6 +107,7 @@ class App:
         app = cls(config, db=db, fetcher=fetcher, clock=clock)
         stack.push_async_callback(app.fail2ban.close)
         stack.push_async_callback(app.geo.close)
+        await app.exemptions.load()
         interrupted = await app.imports.interrupt_running(clock())
         if interrupted:
             log.warning("imports interrupted by the previous stop: %s; they run again now",
@@ -117,7 +123,8 @@ class App:
         await self.geo.reconfigure(new.geo)
 
     def filter_settings(self) -> FilterSettings:
-        return FilterSettings(self.config.allowlist, self.config.skip_reserved)
+        return FilterSettings(self.config.allowlist, self.config.skip_reserved,
+                              self.exemptions.networks())
 
     async def jails_in_use(self) -> list[str]:
         """Jails the config names and jails bangd still has entries in."""

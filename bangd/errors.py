@@ -104,3 +104,11 @@ class UnknownJob(BangdError):
 
 class JobBusy(BangdError):
     """The job is running right now and the caller did not ask to wait."""
+
+
+class UnknownJailName(BangdError):
+    """No jail of that name is configured or holds bangd's entries."""
+
+
+class UnknownExemption(BangdError):
+    """No runtime exemption covers exactly that address or network."""

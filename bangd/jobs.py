@@ -17,6 +17,7 @@ from .app import App
 from .config import Config
 from .errors import Fail2banError, UnknownSource
 from .scheduler import Job, JobOutcome
+from .services.exemptions import unscreen
 from .services.importer import ImportSummary
 from .services.retention import run_retention
 from .store.integrity import DatabaseCorrupt, quick_check
@@ -57,7 +58,8 @@ async def import_source(
     )
     app.status_changed()
     error = (summary.error or "import failed") if summary.state == "failed" else None
-    return JobOutcome(summary.as_dict(), error)
+    # The importer logged the failure in its summary line: one line per failure.
+    return JobOutcome(summary.as_dict(), error, logged=True)
 
 
 async def reconcile(app: App, jail: str | None = None) -> JobOutcome:
@@ -65,6 +67,9 @@ async def reconcile(app: App, jail: str | None = None) -> JobOutcome:
     never compared with half-done records), then make the kernel drop every entry again
     where bangd's action holds the jail (after `nft flush ruleset`, say)."""
     errors = await withdraw_removed_sources(app)
+    if await app.exemptions.expire():
+        await unscreen(app.imports)
+        reimport_all(app)  # what an expired exemption kept out is banned again
     await app.importer.recover_all()
     reports = await app.reconciler.run(jail, settings=app.filter_settings())
     errors += [r.error for r in reports if r.error]
@@ -158,6 +163,13 @@ async def reschedule(app: App, old: Config, new: Config) -> None:
         for src in new.sources:
             if src.enabled:
                 app.scheduler.make_due(import_job(src.name))
+
+
+def reimport_all(app: App) -> None:
+    """Re-apply every enabled list soon: what may be banned changed."""
+    for src in app.config.sources:
+        if src.enabled:
+            app.scheduler.make_due(import_job(src.name))
 
 
 def _fail2ban_back(app: App) -> None:

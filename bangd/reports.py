@@ -15,6 +15,7 @@ from .errors import Fail2banError
 from .jobs import import_job
 from .metrics import Metric
 from .services.enforcement import BANGD_ACTION, foreign_action
+from .services.stats import banned_by
 
 
 async def status(app: App) -> dict[str, Any]:
@@ -32,6 +33,7 @@ async def status(app: App) -> dict[str, Any]:
         "jails": await jail_counts(app),
         "timers": [s.as_dict() for s in app.scheduler.states()],
         "geo": {"resolvers": app.geo.resolver_names(), "error": app.geo.problem},
+        "exemptions": [e.as_dict() for e in app.exemptions.active()],
     }
 
 
@@ -82,14 +84,16 @@ async def sources(app: App) -> list[dict[str, Any]]:
         row = rows.get(src.name)
         run = last.get(src.name, {})
         state = app.scheduler.state(import_job(src.name))
+        progress = app.importer.progress.get(src.name)
+        running = progress is not None or (state is not None and state.running)
         listed.append({
             "name": src.name, "jail": src.jail, "interval": src.interval,
             "enabled": src.enabled, "location": src.location,
             "entries": row.entries if row is not None else 0,
             "last_success": row.last_success if row is not None else None,
             "last_run": run.get("finished") or run.get("started"),
-            "last_state": "running" if state is not None and state.running
-            else run.get("state"),
+            "last_state": "running" if running else run.get("state"),
+            "progress": progress if running else None,
             "last_error": run.get("error"),
             "invalid": invalid.get(src.name, 0),
             "next_run": state.next_run if state is not None else None,
@@ -147,7 +151,25 @@ async def metrics(app: App) -> list[Metric]:
         entries, success, duration, failing, invalid, runs,
         *_jail_metrics(await jail_counts(app)),
         *await _geo_metrics(app),
+        Metric("bangd_exemptions", "gauge",
+               "Runtime exemptions (bangctl allow) standing now.").add(
+            len(app.exemptions.active())
+        ),
+        await _country_metric(app),
     ]
+
+
+COUNTRY_METRIC_TOP = 10  # countries with a label of their own; the rest are "other"
+
+
+async def _country_metric(app: App) -> Metric:
+    metric = Metric("bangd_banned_addresses_by_country", "gauge",
+                    f"Addresses bangd bans (networks by size), top {COUNTRY_METRIC_TOP} "
+                    "countries from the geo cache, the rest as other.")
+    stats = await banned_by(app.ban_stats, by="country", top=COUNTRY_METRIC_TOP)
+    for group in stats["groups"]:
+        metric.add(group["addresses"], country=group["key"])
+    return metric
 
 
 def _jail_metrics(counts: list[dict[str, Any]]) -> list[Metric]:

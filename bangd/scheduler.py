@@ -31,6 +31,7 @@ class JobOutcome:
 
     result: dict[str, Any]
     error: str | None = None
+    logged: bool = False  # the job logged its failure itself: the scheduler stays quiet
 
 
 # A plain dict is a successful run's result; raising also marks the run failed.
@@ -87,6 +88,7 @@ class _Entry:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
     rerun: bool = False  # make_due() arrived while running: run again right after
+    current: asyncio.Future[dict[str, Any] | None] | None = None  # the run under way
 
 
 class Scheduler:
@@ -198,6 +200,15 @@ class Scheduler:
         async with self.exclusive(name, wait=wait):
             return await self._run(entry, func)
 
+    async def join(self, name: str) -> dict[str, Any] | None:
+        """Wait for the run under way, if any, and return its result (a failed outcome's
+        too); None when nothing was running or the run raised. Lets "import now" report
+        the timer's run it waited for instead of running again."""
+        entry = self._entry(name)
+        if entry.current is None or entry.current.done():
+            return None
+        return await asyncio.shield(entry.current)
+
     def make_due(self, name: str) -> None:
         """Ask for a run soon without waiting for it (e.g. after fail2ban came back).
 
@@ -288,6 +299,15 @@ class Scheduler:
                 entry.state.next_run = self.clock() + entry.job.first_retry
 
     async def _run(self, entry: _Entry, func: JobFunc | None = None) -> dict[str, Any]:
+        current = entry.current = asyncio.get_running_loop().create_future()
+        result: dict[str, Any] | None = None  # raised: joiners get None and run it themselves
+        try:
+            result = await self._run_once(entry, func)
+            return result
+        finally:
+            current.set_result(result)
+
+    async def _run_once(self, entry: _Entry, func: JobFunc | None) -> dict[str, Any]:
         state = entry.state
         state.running = True
         state.last_started = self.clock()
@@ -304,7 +324,7 @@ class Scheduler:
             raise
         if isinstance(outcome, JobOutcome):
             if outcome.error is not None:
-                await self._failed(entry, outcome.error)
+                await self._failed(entry, outcome.error, logged=outcome.logged)
                 return outcome.result
             outcome = outcome.result
         state.failures = 0
@@ -312,13 +332,14 @@ class Scheduler:
         await self._finish(entry, "ok")
         return outcome
 
-    async def _failed(self, entry: _Entry, error: str) -> None:
+    async def _failed(self, entry: _Entry, error: str, *, logged: bool = False) -> None:
         state = entry.state
         state.failures += 1
         state.last_error = error
         await self._finish(entry, "failed")
-        log.error("job=%s state=failed failures=%d retry_in=%.0fs error=%s",
-                  entry.job.name, state.failures, (state.next_run or 0) - self.clock(), error)
+        log.log(logging.DEBUG if logged else logging.ERROR,
+                "job=%s state=failed failures=%d retry_in=%.0fs error=%s", entry.job.name,
+                state.failures, (state.next_run or 0) - self.clock(), error)
 
     async def _finish(self, entry: _Entry, outcome: str, *, shielded: bool = False) -> None:
         """Record how a run ended and schedule the next, even if recording fails."""

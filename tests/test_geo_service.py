@@ -463,7 +463,7 @@ async def test_lookup_reports_geo_origin_age_sources_and_jails(
             {"source": "edrop", "jail": "bl2", "entry": "8.8.0.0/16"},
             {"source": "drop", "jail": "bl", "entry": "8.8.8.8"},
         ],
-        "banned_in": ["bl", "bl2"], "banned_in_error": None,
+        "banned_in": ["bl", "bl2"], "banned_in_error": None, "jail_errors": {},
     }
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import DEFAULT_CONTROL_SOCKET as DEFAULT_SOCKET
+from ..config import parse_duration
 from ..control.client import ControlClient, DaemonUnreachable
 from ..errors import ControlError
 from .importwait import call_import, stderr_progress
@@ -199,11 +200,114 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=raw,
         epilog="examples:\n  bangd --check-config -c /etc/bangd/config.yaml && bangctl reload",
     )
+    _operator_commands(sub, common)
     return parser
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 100000: {text!r}")
+    return value
+
+
+def _operator_commands(sub: Any, common: list[_Parser]) -> None:
+    """The operator's views and exemptions (issue 12), kept together."""
+    raw = argparse.RawDescriptionHelpFormatter
+    bans = sub.add_parser(
+        "bans", parents=common, help="entries bangd applied, per jail and source",
+        description="List the entries bangd has applied: jail, the sources listing each, "
+        "since when; with counts per jail and per source.", formatter_class=raw,
+        epilog="examples:\n  bangctl bans\n  bangctl bans --jail blocklist --limit 20\n"
+        "  bangctl --json bans --source spamhaus-drop | jq .by_jail",
+    )
+    bans.add_argument("--jail", metavar="J", help="only this jail")
+    bans.add_argument("--source", metavar="S", help="only entries this source lists")
+    bans.add_argument("--limit", type=_limit, default=100,
+                      help="at most this many entries (default 100, at most 100000)")
+    allow = sub.add_parser(
+        "allow", parents=common, help="exempt an address or network from bangd's bans",
+        description="Exempt an address or network at once: what bangd banned that it "
+        "covers is unbanned now, and no import or reconcile bans it while the exemption "
+        "stands. Kept across restarts; the config's allowlist is unaffected.",
+        formatter_class=raw,
+        epilog="examples:\n  bangctl allow 203.0.113.7 --for 2h --comment 'ticket 4711'\n"
+        "  bangctl allow 2001:db8:1::/48\n  bangctl allow --list\n"
+        "  bangctl allow --remove 203.0.113.7",
+    )
+    allow.add_argument("network", nargs="?", metavar="ADDR|NET", help="address or network")
+    allow.add_argument("--for", dest="duration", metavar="DURATION", type=_duration,
+                       help="lift the exemption after this long (90s, 5m, 6h, 1d); "
+                       "default: until removed")
+    allow.add_argument("--comment", metavar="TEXT", help="why (shown by --list)")
+    allow.add_argument("--list", action="store_true", help="list the exemptions standing")
+    allow.add_argument("--remove", metavar="ADDR|NET",
+                       help="remove this exemption; the lists' entries come back")
+    stats = sub.add_parser(
+        "stats", parents=common, help="banned addresses by country or AS",
+        description="Group what bangd bans by country or AS from the geo cache; a network "
+        "counts as many addresses as it holds.", formatter_class=raw,
+        epilog="examples:\n  bangctl stats\n  bangctl stats --by asn --top 20",
+    )
+    stats.add_argument("--by", choices=("country", "asn"), default="country",
+                       help="group by country (default) or AS")
+    stats.add_argument("--top", type=_top, default=10,
+                       help="this many groups, the rest as other (default 10)")
+
+
+def _top(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 1000: {text!r}")
+    return value
+
+
+def _duration(text: str) -> int:
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration such as 90s, 5m, 6h, 1d: {text!r}"
+                                         ) from None
+    if not 1 <= seconds <= 10 * 366 * 86400:
+        raise argparse.ArgumentTypeError(f"must be from 1s to 10 years: {text!r}")
+    return int(seconds)
+
+
+def _operator_request(args: argparse.Namespace) -> Request | None:
+    command = str(args.command)
+    if command == "stats":
+        return command, {"by": args.by, "top": args.top}
+    if command == "allow":
+        chosen = [bool(args.network), args.list, args.remove is not None]
+        if sum(chosen) != 1:
+            raise UsageError("allow: give one of ADDR|NET, --list, --remove ADDR|NET")
+        if not args.network and (args.duration or args.comment):
+            raise UsageError("allow: --for and --comment go with ADDR|NET")
+        if args.list:
+            return "allow_list", {}
+        if args.remove is not None:
+            return "allow_remove", {"network": args.remove}
+        params: dict[str, Any] = {"network": args.network, "seconds": args.duration or 0}
+        if args.comment:
+            params["comment"] = args.comment
+        return "allow_add", params
+    if command == "bans":
+        filters = {k: v for k in ("jail", "source") if (v := getattr(args, k))}
+        return command, {"limit": args.limit, **filters}
+    return None
 
 
 def request_for(args: argparse.Namespace) -> Request:
     command = str(args.command)
+    operator = _operator_request(args)
+    if operator is not None:
+        return operator
     if command == "import":
         if bool(args.names) == bool(args.all):
             raise UsageError("import: name one or more sources, or --all")
@@ -264,8 +368,15 @@ def format_status(result: dict[str, Any]) -> str:
             f"  {src['name']}: {src.get('entries', 0)} entries in {src['jail']}, "
             f"last {src.get('last_state') or 'never run'} {ago(src.get('last_run'), now)}"
             + ("" if src.get("enabled", True) else " (disabled)")
+            + (f": {src['last_error']}" if src.get("last_state") == "failed"
+               and src.get("last_error") else "")
         )
     lines.extend(f"  {note}" for note in _invalid_notes(sources))
+    exemptions = result.get("exemptions") or []
+    if exemptions:
+        lines.append(f"exempt    {len(exemptions)}: "
+                     + ", ".join(_exemption_line(e, now) for e in exemptions[:5])
+                     + (" ..." if len(exemptions) > 5 else ""))
     timers = result.get("timers", [])
     if timers:
         lines.append("")
@@ -324,6 +435,8 @@ def format_import(result: dict[str, Any]) -> str:
                      f"{r['took']:.2f}s"])
         if r.get("error"):
             notes.append(f"{r['source']}: {r['error']}")
+        if r.get("joined"):
+            notes.append(f"{r['source']}: a run was already under way; this is its result")
         for number, text in r.get("invalid_lines", []):
             notes.append(f"{r['source']}: invalid line {number}: {text}")
         if r.get("dry_run"):
@@ -337,14 +450,18 @@ def format_import(result: dict[str, Any]) -> str:
 
 
 def format_runs(result: dict[str, Any]) -> str:
+    """Errors go under the table, by run id: the table stays within 80 columns."""
+    runs = result.get("runs", [])
     rows = [
-        [r["id"], r["source"], time.strftime("%m-%d %H:%M:%S", time.localtime(r["started"])),
-         r["state"], r["added"], r["removed"], r["invalid"], r["skipped"],
-         duration((r["finished"] or r["started"]) - r["started"])]
-        for r in result.get("runs", [])
+        [r["id"], r["source"], time.strftime("%m-%d %H:%M", time.localtime(r["started"])),
+         r["state"], r.get("trigger") or "-", r["added"], r["removed"], r["invalid"],
+         r["skipped"], duration((r["finished"] or r["started"]) - r["started"])]
+        for r in runs
     ]
-    return table(["ID", "SOURCE", "STARTED", "STATE", "ADDED", "REMOVED", "INVALID",
-                  "SKIPPED", "TOOK"], rows)
+    text = table(["ID", "SOURCE", "STARTED", "STATE", "BY", "ADDED", "REMOVED", "INVALID",
+                  "SKIP", "TOOK"], rows)
+    return "\n".join([text, *(f"#{r['id']} {r['source']}: {r['error']}"
+                              for r in runs if r.get("error"))])
 
 
 def format_reconcile(result: dict[str, Any]) -> str:
@@ -396,7 +513,7 @@ def format_lookup(result: dict[str, Any]) -> str:
     blocks = []
     for r in result.get("results", []):
         if not r.get("cached"):
-            geo = "not resolved yet"
+            geo = r.get("geo_note") or "not resolved yet"
         elif r.get("negative"):
             geo = f"nothing known ({r['origin']}, {duration(r['age'])} old)"
         else:
@@ -410,8 +527,15 @@ def format_lookup(result: dict[str, Any]) -> str:
             banned = f"unknown: {r.get('banned_in_error')}"
         else:
             banned = ", ".join(r["banned_in"]) or "no jail"
-        blocks.append(f"{r['ip']}\n  geo        {geo}\n  listed by  {listed}\n"
-                      f"  banned in  {banned}")
+        block = (f"{r['ip']}\n  geo        {geo}\n  listed by  {listed}\n"
+                 f"  banned in  {banned}")
+        for jail, error in sorted((r.get("jail_errors") or {}).items()):
+            block += f"\n  jail {jail}: cannot tell: {error}"
+        for e in r.get("exemptions") or []:
+            block += f"\n  exempted   {_exemption_line(e, time.time())}"
+        for rule in r.get("skipped") or []:
+            block += f"\n  skipped    {rule['reason']} {rule['rule']}"
+        blocks.append(block)
     return "\n".join(blocks)
 
 
@@ -442,7 +566,72 @@ def format_metrics(result: dict[str, Any]) -> str:
     return "\n".join(safe(line) for line in str(result.get("text", "")).rstrip("\n").split("\n"))
 
 
+def format_bans(result: dict[str, Any]) -> str:
+    now = time.time()
+    rows = [[e["jail"], e["entry"], ",".join(e["sources"]), ago(e.get("since"), now)]
+            for e in result.get("entries", [])]
+    lines = [table(["JAIL", "ENTRY", "SOURCES", "SINCE"], rows) if rows
+             else "no entries applied"]
+    if result.get("truncated"):
+        lines.append(f"(first {len(rows)} of {result.get('total')}; --limit shows more)")
+    lines.append("per jail:   " + (", ".join(
+        f"{k} {v}" for k, v in result.get("by_jail", {}).items()) or "-"))
+    lines.append("per source: " + (", ".join(
+        f"{k} {v}" for k, v in result.get("by_source", {}).items()) or "-"))
+    return "\n".join(lines)
+
+
+def _exemption_line(e: dict[str, Any], now: float) -> str:
+    expires = f"expires {when(e['expires'], now)}" if e.get("expires") else "until removed"
+    comment = f"  ({e['comment']})" if e.get("comment") else ""
+    return f"{e['network']}  {expires}{comment}"
+
+
+def format_allow_add(result: dict[str, Any]) -> str:
+    line = _exemption_line(result.get("exemption", {}), time.time())
+    return f"exempted {line}\nunbanned now: {result.get('lifted', 0)} entries"
+
+
+def format_allow_list(result: dict[str, Any]) -> str:
+    now = time.time()
+    rows = [[e["network"], when(e["expires"], now) if e.get("expires") else "never",
+             ago(e.get("created"), now), e.get("comment") or ""]
+            for e in result.get("exemptions", [])]
+    return table(["NETWORK", "EXPIRES", "ADDED", "COMMENT"], rows) if rows \
+        else "no exemptions"
+
+
+def format_allow_remove(result: dict[str, Any]) -> str:
+    return (f"removed the exemption for {result.get('exemption', {}).get('network')}; "
+            "the lists are re-applied now")
+
+
+BAR_WIDTH = 30
+
+
+def format_stats(result: dict[str, Any]) -> str:
+    groups = result.get("groups", [])
+    if not groups:
+        return "nothing banned yet"
+    most = max(g["addresses"] for g in groups) or 1
+    rows = [[g["key"], (g.get("label") or "")[:24], f"{g['addresses']:,}",
+             f"{100 * g['share']:.1f}%", "#" * max(1, round(BAR_WIDTH * g["addresses"] / most))]
+            for g in groups]
+    header = "COUNTRY" if result.get("by") == "country" else "AS"
+    return "\n".join([table([header, "NAME", "ADDRESSES", "SHARE", ""], rows),
+                      f"total {result.get('total', 0):,} addresses"])
+
+
+OPERATOR_FORMATTERS: dict[str, Formatter] = {
+    "stats": format_stats,
+    "bans": format_bans,
+    "allow_add": format_allow_add,
+    "allow_list": format_allow_list,
+    "allow_remove": format_allow_remove,
+}
+
 FORMATTERS: dict[str, Formatter] = {
+    **OPERATOR_FORMATTERS,
     "metrics": format_metrics,
     "lookup": format_lookup,
     "cache_stats": format_cache_stats,

@@ -16,6 +16,8 @@ from ..errors import (
     InvalidRequest,
     JobBusy,
     SourceDisabled,
+    UnknownExemption,
+    UnknownJailName,
     UnknownJob,
     UnknownSource,
 )
@@ -25,6 +27,8 @@ ERROR_CODES: Final[tuple[tuple[type[BangdError], str], ...]] = (
     (JobBusy, "busy"),
     (UnknownJob, "not_found"),
     (UnknownSource, "not_found"),
+    (UnknownJailName, "not_found"),
+    (UnknownExemption, "not_found"),
     (SourceDisabled, "invalid_argument"),
     (InvalidRequest, "invalid_argument"),
     (ConfigError, "invalid_argument"),

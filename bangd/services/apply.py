@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ..errors import UnknownJail
@@ -32,6 +32,9 @@ class Banning(Protocol):
 
 class Fail2ban(Banning, Protocol):
     async def unban(self, jail: str, addrs: Sequence[str]) -> int: ...
+
+
+Progress = Callable[[int, int], None]  # (done, total) after each batch
 
 
 class Applier:
@@ -53,7 +56,10 @@ class Applier:
         """New `fail2ban.batch_size`, from the next batch on."""
         self.batch_size = _checked(batch_size)
 
-    async def add(self, name: str, jail: str, entries: list[str], run_id: int | None) -> int:
+    async def add(
+        self, name: str, jail: str, entries: list[str], run_id: int | None,
+        progress: Progress | None = None,
+    ) -> int:
         """Apply new entries; return how many were sent to fail2ban."""
         others = await self.store.held_by_others(jail, name)
         banned_now = await self.fail2ban.banned(jail)
@@ -76,21 +82,31 @@ class Applier:
             finally:
                 await asyncio.wait({ban})
             ban.result()
+            if progress is not None:
+                progress(min((i + 1) * self.batch_size, len(to_send)), len(to_send))
         if batches:
             await self.store.confirm(name, jail, batches[-1])
         return len(to_send)
 
-    async def remove(self, name: str, jail: str, entries: list[str]) -> int:
+    async def remove(
+        self, name: str, jail: str, entries: list[str], progress: Progress | None = None
+    ) -> int:
         """Batch by batch: marked `removing` (so a crash is settled later), then lifted."""
+        done = 0
         for batch in chunked(entries, self.batch_size):
             await self.store.mark_removing(name, jail, batch)
             await self._withdraw(name, jail, batch, None)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(entries))
         return len(entries)
 
-    async def remove_all(self, name: str, jail: str) -> int:
+    async def remove_all(
+        self, name: str, jail: str, progress: Progress | None = None
+    ) -> int:
         """Lift everything `name` applied to `jail` (it left the config, or the jail)."""
         entries = await sorted_off_loop(await self.store.entries_of(name, jail))
-        return await self.remove(name, jail, entries)
+        return await self.remove(name, jail, entries, progress)
 
     async def recover(self, name: str, unfinished: Sequence[Unfinished]) -> None:
         """Settle rows a crash left half-done, asking fail2ban once per jail."""

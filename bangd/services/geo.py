@@ -364,7 +364,7 @@ class GeoService:
             if time.monotonic() - started < BANNED_IN_BUDGET:
                 reply.update(await ask_banned_in(banned_in, address))
             else:
-                reply.update({"banned_in": None,
+                reply.update({"banned_in": None, "jail_errors": {},
                               "banned_in_error": "not asked: this lookup took too long"})
             replies.append(reply)
         return replies

@@ -47,10 +47,17 @@ class FilterSettings:
 
     allowlist: tuple[IPNetwork, ...]
     skip_reserved: bool
+    exempt: tuple[IPNetwork, ...] = ()  # runtime exemptions (bangctl allow) now standing
+
+    @property
+    def screen(self) -> tuple[IPNetwork, ...]:
+        """What the parser keeps out: the config's allowlist and the exemptions."""
+        return self.allowlist + self.exempt
 
     def digest(self, jail: str) -> str:
         text = "|".join(
             [jail, str(self.skip_reserved), *sorted(str(n) for n in self.allowlist)]
+            + (["exempt", *sorted(str(n) for n in self.exempt)] if self.exempt else [])
         )
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -139,6 +146,17 @@ class Importer:
         self.clock = clock
         self.on_banned = on_banned
         self.on_unchanged = on_unchanged
+        # Source name -> {"phase", "done", "total"} while its import (dry runs too) runs:
+        # what `sources` shows and `bangctl import` polls.
+        self.progress: dict[str, dict[str, Any]] = {}
+
+    def _phase(self, name: str, phase: str) -> None:
+        self.progress[name] = {"phase": phase}
+
+    def _counter(self, name: str, phase: str) -> Callable[[int, int], None]:
+        def update(done: int, total: int) -> None:
+            self.progress[name] = {"phase": phase, "done": done, "total": total}
+        return update
 
     async def run(
         self,
@@ -158,6 +176,7 @@ class Importer:
                 source.name, source.jail, "force" if force else trigger, started
             )
         summary.run_id = run_id
+        self._phase(source.name, "fetching")
         try:
             await self._import(source, settings, summary, force=force)
         except asyncio.CancelledError:
@@ -171,6 +190,8 @@ class Importer:
         except Exception as exc:
             log.exception("source=%s import crashed", source.name)
             summary.state, summary.error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            self.progress.pop(source.name, None)
         summary.took = time.monotonic() - t0
         if run_id is not None:
             await self._finish(summary, run_id)
@@ -220,6 +241,7 @@ class Importer:
         if fetched.not_modified or fetched.body is None:
             await self._unchanged(source, prev, fetched, None, summary)
             return
+        self._phase(source.name, "parsing")
         body_digest = raw_digest(fetched.body)
         summary.raw_hash = body_digest
         if shortcuts and prev is not None and prev.raw_digest == body_digest:
@@ -227,7 +249,7 @@ class Importer:
             return
         parsed = await asyncio.to_thread(
             parse_blocklist, fetched.body,
-            allowlist=settings.allowlist, skip_reserved=settings.skip_reserved,
+            allowlist=settings.screen, skip_reserved=settings.skip_reserved,
             feed=source.format,
         )
         summary.invalid = parsed.invalid
@@ -337,13 +359,21 @@ class Importer:
         to_add, to_remove = await asyncio.to_thread(_delta, desired, current)
         # New bans first: if the jail is missing (UnknownJail) nothing has been lifted yet,
         # and a source moving to another jail is never left with no bans at all.
+        self._phase(name, "applying")
         if to_add:
-            summary.sent = await self.applier.add(name, jail, to_add, summary.run_id)
+            summary.sent = await self.applier.add(
+                name, jail, to_add, summary.run_id, self._counter(name, "applying")
+            )
+        self._phase(name, "removing")
         for old_jail in await self.store.jails_of(name):
             if old_jail != jail:
-                summary.removed += await self.applier.remove_all(name, old_jail)
+                summary.removed += await self.applier.remove_all(
+                    name, old_jail, self._counter(name, "removing")
+                )
         if to_remove:
-            summary.removed += await self.applier.remove(name, jail, to_remove)
+            summary.removed += await self.applier.remove(
+                name, jail, to_remove, self._counter(name, "removing")
+            )
         summary.added = len(to_add)
         return [e for e in to_add if "/" not in e]
 

@@ -12,7 +12,9 @@ import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from ..errors import InvalidRequest
+from ..config import IPNetwork
+from ..errors import Fail2banError, Fail2banUnreachable, InvalidRequest
+from ..sources.parse import RESERVED_NETWORKS
 from ..store.geo import CachedGeo
 from ..store.imports import AppliedMatch
 
@@ -21,6 +23,15 @@ BANNED_IN_BUDGET = 30.0  # and on all of them in one lookup
 MAX_LOOKUP = 256  # addresses per lookup request: each costs ~130 key searches
 
 BannedIn = Callable[[str], Awaitable[list[str]]]
+
+
+class BannedJails(list[str]):
+    """The jails holding an address, and `errors`: the jails that could not be asked,
+    each with why (a missing jail only affects its own row)."""
+
+    def __init__(self, jails: Sequence[str] = (), errors: dict[str, str] | None = None) -> None:
+        super().__init__(jails)
+        self.errors = errors or {}
 
 
 class Listings(Protocol):
@@ -44,13 +55,35 @@ async def banned_in(
     covering = await asyncio.to_thread(covering_entries, address)
     for match in await listings.applied_matches(covering):
         asked.setdefault(match.jail, {address}).add(match.entry)
-    found = []
+    found = BannedJails()
     for jail, entries in sorted(asked.items()):
-        result = await fail2ban.command(["get", jail, "banned", *sorted(entries)])
+        try:
+            result = await fail2ban.command(["get", jail, "banned", *sorted(entries)])
+        except Fail2banUnreachable:
+            raise  # every jail would fail the same way, each after a timeout
+        except Fail2banError as exc:
+            found.errors[jail] = str(exc)
+            continue
         flags = result if isinstance(result, list) else [result]
         if any(flags):
             found.append(jail)
+    if found.errors and not found and len(found.errors) == len(asked):
+        raise Fail2banError("; ".join(f"{j}: {e}" for j, e in sorted(found.errors.items())))
     return found
+
+
+def skip_reasons(
+    address: str, *, allowlist: Sequence[IPNetwork], skip_reserved: bool,
+    exempt: Sequence[IPNetwork],
+) -> list[dict[str, str]]:
+    """Why an import would skip `address` (or a listed network holding it): each config
+    allowlist rule, runtime exemption and (with skip_reserved) reserved range covering it."""
+    parsed = ipaddress.ip_address(address)
+    rules = [("allowlist", n) for n in allowlist] + [("exemption", n) for n in exempt]
+    if skip_reserved:
+        rules += [("reserved", ipaddress.ip_network(n)) for n in RESERVED_NETWORKS]
+    return [{"reason": reason, "rule": str(network)} for reason, network in rules
+            if network.version == parsed.version and parsed in network]
 
 
 def normalise_address(text: str) -> str:
@@ -108,13 +141,17 @@ def geo_reply(address: str, row: CachedGeo | None, now: float) -> dict[str, Any]
 
 async def ask_banned_in(banned_in: BannedIn | None, address: str) -> dict[str, Any]:
     if banned_in is None:
-        return {"banned_in": None, "banned_in_error": "fail2ban was not asked"}
+        return {"banned_in": None, "banned_in_error": "fail2ban was not asked",
+                "jail_errors": {}}
     try:
         async with asyncio.timeout(BANNED_IN_TIMEOUT):
             jails = await banned_in(address)
     except TimeoutError:
         return {"banned_in": None,
-                "banned_in_error": f"no answer within {BANNED_IN_TIMEOUT:g} s; try again"}
+                "banned_in_error": f"no answer within {BANNED_IN_TIMEOUT:g} s; try again",
+                "jail_errors": {}}
     except Exception as err:
-        return {"banned_in": None, "banned_in_error": str(err) or type(err).__name__}
-    return {"banned_in": sorted(jails), "banned_in_error": None}
+        return {"banned_in": None, "banned_in_error": str(err) or type(err).__name__,
+                "jail_errors": {}}
+    errors = jails.errors if isinstance(jails, BannedJails) else {}
+    return {"banned_in": sorted(jails), "banned_in_error": None, "jail_errors": errors}

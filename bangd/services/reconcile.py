@@ -92,9 +92,9 @@ class Reconciler:
 
 
 def _still_wanted(entries: list[str], settings: FilterSettings) -> list[str]:
-    """The entries the current allowlist and skip_reserved still let through."""
+    """The entries the current allowlist, exemptions and skip_reserved still let through."""
     kept = parse_blocklist(
-        "\n".join(entries).encode(), allowlist=settings.allowlist,
+        "\n".join(entries).encode(), allowlist=settings.screen,
         skip_reserved=settings.skip_reserved,
     ).entries
     return [e for e in entries if e in kept]

@@ -386,3 +386,60 @@ class ImportStore:
         """Every geo cache row of an address `source` lists gets last_seen = now (the
         ledger knows what a source lists; the geo cache only what it has resolved)."""
         return await self.db.execute(TOUCH_LISTED_SQL, (now, source))
+
+    async def mark_stale(self, name: str) -> None:
+        """Entries were lifted outside an import (an exemption): the next import must
+        re-apply the whole list, not take it as unchanged; `entries` counts what is left."""
+        await self.db.execute(
+            "UPDATE sources SET settings_digest = NULL, entries = (SELECT COUNT(*) FROM"
+            " applied WHERE source = ? AND state = 'applied') WHERE name = ?", (name, name),
+        )
+
+    # -- listings (bangctl bans) -------------------------------------------------------------
+
+    async def applied_listing(
+        self, *, jail: str | None, source: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Applied (jail, entry) pairs with every source listing them and since when (the
+        start of the run that first applied it), in key order, at most `limit`."""
+        where, params = _listing_filter(jail, source)
+        rows = await self.db.fetchall(
+            "SELECT a.jail, a.entry, group_concat(a.source, ',') AS sources,"
+            " min(r.started) AS since FROM applied a"
+            " LEFT JOIN import_runs r ON r.id = a.run_id"
+            f" WHERE {where} GROUP BY a.jail, a.entry ORDER BY a.jail, a.entry LIMIT ?",
+            (*params, limit),
+        )
+        return [{"jail": r["jail"], "entry": r["entry"],
+                 "sources": sorted(str(r["sources"]).split(",")), "since": r["since"]}
+                for r in rows]
+
+    async def applied_counts(
+        self, *, jail: str | None, source: str | None
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """(distinct entries per jail, entries per source) under the same filter."""
+        where, params = _listing_filter(jail, source)
+        by_jail = await self.db.fetchall(
+            f"SELECT a.jail, COUNT(DISTINCT a.entry) AS n FROM applied a WHERE {where}"
+            " GROUP BY a.jail ORDER BY a.jail", params,
+        )
+        by_source = await self.db.fetchall(
+            f"SELECT a.source, COUNT(*) AS n FROM applied a WHERE {where}"
+            " GROUP BY a.source ORDER BY a.source", params,
+        )
+        return ({r["jail"]: r["n"] for r in by_jail},
+                {r["source"]: r["n"] for r in by_source})
+
+
+def _listing_filter(jail: str | None, source: str | None) -> tuple[str, tuple[str, ...]]:
+    """The WHERE clause over `applied a` for a jail and/or a source's entries (with every
+    source that lists them, not only that one)."""
+    where, params = ["a.state = 'applied'"], []
+    if jail is not None:
+        where.append("a.jail = ?")
+        params.append(jail)
+    if source is not None:
+        where.append("EXISTS (SELECT 1 FROM applied b WHERE b.jail = a.jail"
+                     " AND b.entry = a.entry AND b.source = ? AND b.state = 'applied')")
+        params.append(source)
+    return " AND ".join(where), tuple(params)
