@@ -127,7 +127,19 @@ class Commands:
     async def _cmd_lookup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         results = await self.app.geo.service.lookup(args["ips"], banned_in=self._banned_in)
         self._explain(results)
+        for result in results:
+            result["kernel"] = await self._kernel_view(result)
         return {"results": results}
+
+    async def _kernel_view(self, result: dict[str, Any]) -> dict[str, str]:
+        """Per jail the address is banned in: does the kernel drop it (the listed entries
+        that cover it, or the address itself when no source lists it)?"""
+        view = {}
+        for jail in result.get("banned_in") or []:
+            entries = sorted({m["entry"] for m in result.get("sources", [])
+                              if m.get("jail") == jail}) or [result["ip"]]
+            view[jail] = await self.app.enforcement.drops(jail, entries)
+        return view
 
     async def _banned_in(self, address: str) -> list[str]:
         app = self.app

@@ -76,7 +76,7 @@ def test_lookup_shows_geo_listing_source_and_jail(daemon: DaemonProcess) -> None
     assert lines[0] == "45.10.1.1"
     assert lines[1].startswith("geo        NL Netherlands, AS64500 Example Hosting (mmdb, ")
     assert lines[2] == "listed by  a (45.10.1.1 in bl)"
-    assert lines[3] == "banned in  bl"
+    assert lines[3] == "banned in  bl (kernel: unknown: the jail's action is none)"
 
 
 def test_lookup_finds_the_listed_network_containing_an_address(daemon: DaemonProcess) -> None:

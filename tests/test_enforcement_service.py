@@ -120,12 +120,16 @@ def test_bangctl_verify_finds_a_firewall_flush_and_reconcile_repairs_it(
             assert ok.returncode == 0, ok.stdout + ok.stderr
             assert re.search(r"blocklist\s+3\s+3\s+0\s+ok", ok.stdout), ok.stdout
             assert "kernel drops all 3" in bangctl(daemon.socket, "status").stdout
+            (found,) = bangctl_json(daemon.socket, "lookup", "203.0.113.9")["results"]
+            assert found["kernel"] == {JAIL: "dropped"}
 
             netns.nft("flush", "ruleset")
             assert netns.connect("203.0.113.9", timeout=OPEN_WAIT) == "open"
             gap = bangctl(daemon.socket, "verify")
             assert gap.returncode == 1
             assert "MISSING" in gap.stdout and "203.0.113.0/24" in gap.stdout
+            looked = bangctl(daemon.socket, "lookup", "203.0.113.9").stdout
+            assert "kernel: NOT dropped: missing 203.0.113.0/24" in looked, looked
 
             repaired = bangctl_json(daemon.socket, "reconcile")
             assert repaired["jails"][0]["enforcement"]["repaired"] is True

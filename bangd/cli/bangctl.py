@@ -526,7 +526,11 @@ def format_lookup(result: dict[str, Any]) -> str:
         if r.get("banned_in") is None:
             banned = f"unknown: {r.get('banned_in_error')}"
         else:
-            banned = ", ".join(r["banned_in"]) or "no jail"
+            kernel = r.get("kernel") or {}
+            banned = ", ".join(
+                f"{jail} (kernel: {kernel[jail]})" if jail in kernel else jail
+                for jail in r["banned_in"]
+            ) or "no jail"
         block = (f"{r['ip']}\n  geo        {geo}\n  listed by  {listed}\n"
                  f"  banned in  {banned}")
         for jail, error in sorted((r.get("jail_errors") or {}).items()):

@@ -130,6 +130,24 @@ class Enforcement:
                  again.missing_count)
         return again
 
+    async def drops(self, jail: str, entries: Sequence[str]) -> str:
+        """Whether the kernel drops `entries` of `jail` (for `lookup`): "dropped",
+        "NOT dropped: ...", or "unknown: ..." when the jail's action cannot say."""
+        try:
+            actions = await self.fail2ban.jail_actions(jail)
+            if BANGD_ACTION not in actions:
+                return f"unknown: the jail's action is {', '.join(actions) or 'none'}"
+            reply = await self.fail2ban.action_call(
+                jail, BANGD_ACTION, "enforced", {"entries": list(entries), "limit": 5}
+            )
+        except Fail2banError as exc:
+            return f"unknown: {exc}"
+        if not isinstance(reply, dict) or not isinstance(reply.get("missing"), list):
+            return f"unknown: {BANGD_ACTION} sent a report bangd cannot read"
+        if reply.get("missing_count"):
+            return "NOT dropped: missing " + ", ".join(str(m) for m in reply["missing"])
+        return "dropped"
+
     async def check_all(self, jails: Sequence[str]) -> list[JailEnforcement]:
         return [await self.check(jail) for jail in jails]
 
