@@ -120,7 +120,8 @@ async def check_integrity(app: App) -> dict[str, Any]:
     if not report.ok:
         app.fail(DatabaseCorrupt(db.path, "; ".join(report.problems)))
     log.info("db=%s integrity=%s took=%.2fs", db.path,
-             "ok" if report.complete else "unfinished", report.took)
+             "damaged" if not report.ok else "ok" if report.complete else "unfinished",
+             report.took)
     return {"ok": report.ok, "complete": report.complete, "took": round(report.took, 3)}
 
 

@@ -71,7 +71,8 @@ async def _enforcement(app: App, jail: str) -> dict[str, Any]:
         "applied": last.applied if last is not None else None,
         "enforced": last.enforced if last is not None and bangd_action else None,
         "missing_count": last.missing_count if last is not None and bangd_action else None,
-        "error": None if bangd_action else foreign_action(jail, actions),
+        "error": (last.error if last is not None else None) if bangd_action
+        else foreign_action(jail, actions),
     }
 
 

@@ -127,3 +127,10 @@ def run_documented_recovery(db_path: Path) -> None:
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+async def test_a_file_that_cannot_be_opened_is_not_called_damaged(tmp_path: Path) -> None:
+    report = await quick_check(str(tmp_path / "missing" / "db.sqlite"), budget=5)
+    assert report.ok and not report.complete
+    assert report.problems[0].startswith("not checked: ")
+

@@ -124,6 +124,8 @@ def check_args(spec: Mapping[str, Param], args: object) -> dict[str, Any]:
         )
     checked: dict[str, Any] = {}
     for key, param in spec.items():
+        if key not in args and getattr(param, "required", False):
+            raise ControlError("invalid_argument", f"{key} is required")
         checked[key] = param.check(key, args[key]) if key in args else param.default
     return checked
 

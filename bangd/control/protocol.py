@@ -32,8 +32,8 @@ def encode_reply(response: dict[str, Any]) -> bytes:
         return encode(response)
     except UnicodeEncodeError:
         code, message = "bad_request", "the answer would echo text that is not valid Unicode"
-    except ValueError:
-        code, message = "internal", "the answer held a number JSON cannot carry"
+    except (ValueError, TypeError):
+        code, message = "internal", "the answer held a value JSON cannot carry"
     request_id = response.get("id")
     if id_problem(request_id) is not None:
         request_id = None

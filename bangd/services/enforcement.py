@@ -126,8 +126,11 @@ class Enforcement:
             return report
         again = await self.check(jail)
         again.repaired = True
-        log.info("jail=%s kernel repaired enforced=%s missing=%s", jail, again.enforced,
-                 again.missing_count)
+        if again.missing_count:
+            again.error = f"still missing {again.missing_count} entries after repair"
+            log.warning("jail=%s kernel %s", jail, again.error)
+        else:
+            log.info("jail=%s kernel repaired enforced=%s", jail, again.enforced)
         return again
 
     async def drops(self, jail: str, entries: Sequence[str]) -> str:

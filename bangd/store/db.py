@@ -244,14 +244,16 @@ class Database:
 
     async def _begin(self) -> None:
         try:
-            await finish_despite_cancel(self._conn.execute("BEGIN IMMEDIATE"))
+            with self._watch():
+                await finish_despite_cancel(self._conn.execute("BEGIN IMMEDIATE"))
         except BaseException:
             await rollback_quietly(self._conn)  # BEGIN may have run before the cancel landed
             raise
 
     async def _commit(self) -> None:
         try:
-            await finish_despite_cancel(self._conn.execute("COMMIT"))
+            with self._watch():
+                await finish_despite_cancel(self._conn.execute("COMMIT"))
         except BaseException:
             await rollback_quietly(self._conn)  # COMMIT failed (e.g. busy): leave nothing open
             raise

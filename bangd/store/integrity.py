@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -60,16 +61,26 @@ def is_corruption(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc)
 
 
-def _quick_check(path: str, budget: float) -> IntegrityReport:
+def _not_checked(exc: Exception, started: float) -> IntegrityReport:
+    """The file could not be read (permissions, no file descriptors, locked): that says
+    nothing about damage, so the check counts as unfinished, not failed."""
+    return IntegrityReport(True, False, (f"not checked: {exc}",), time.monotonic() - started)
+
+
+def _quick_check(path: str, budget: float, stop: threading.Event) -> IntegrityReport:
     started = time.monotonic()
     deadline = started + budget
     uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=5.0)
     except sqlite3.Error as exc:
-        return IntegrityReport(False, True, (str(exc),), time.monotonic() - started)
+        if is_corruption(exc):
+            return IntegrityReport(False, True, (str(exc),), time.monotonic() - started)
+        return _not_checked(exc, started)
     try:
-        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_STEPS)
+        conn.set_progress_handler(
+            lambda: int(stop.is_set() or time.monotonic() > deadline), _PROGRESS_STEPS
+        )
         try:
             rows = conn.execute(f"PRAGMA quick_check({_SHOWN_PROBLEMS})").fetchall()
         except sqlite3.OperationalError as exc:
@@ -79,9 +90,11 @@ def _quick_check(path: str, budget: float) -> IntegrityReport:
                 return IntegrityReport(True, False, (), time.monotonic() - started)
             if is_corruption(exc):
                 return IntegrityReport(False, True, (str(exc),), time.monotonic() - started)
-            raise
+            return _not_checked(exc, started)
         except sqlite3.DatabaseError as exc:
-            return IntegrityReport(False, True, (str(exc),), time.monotonic() - started)
+            if is_corruption(exc):
+                return IntegrityReport(False, True, (str(exc),), time.monotonic() - started)
+            return _not_checked(exc, started)
     finally:
         conn.close()
     problems = tuple(str(row[0]) for row in rows if row[0] != "ok")
@@ -89,8 +102,15 @@ def _quick_check(path: str, budget: float) -> IntegrityReport:
 
 
 async def quick_check(path: str, *, budget: float) -> IntegrityReport:
-    """Check `path` within about `budget` seconds, off the event loop."""
-    return await asyncio.to_thread(_quick_check, path, budget)
+    """Check `path` within about `budget` seconds, off the event loop. Cancelling stops
+    the check within a millisecond: a thread cannot be cancelled, and asyncio.run waits
+    for it at exit, so a stop during a long check would outlast systemd's stop timeout."""
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(_quick_check, path, budget, stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
 
 
 def raise_if_damaged(path: str, report: IntegrityReport) -> None:
