@@ -63,3 +63,13 @@ async def test_the_country_metric_sums_countries_beyond_the_top_as_other(
                 if line.startswith("bangd_banned_addresses_by_country{")]
     assert len(labelled) == COUNTRY_METRIC_TOP + 1
     assert 'bangd_banned_addresses_by_country{country="other"} 2' in labelled
+
+
+
+async def test_an_ipv6_network_counts_once_not_by_its_two_to_the_80_addresses(
+    world: World,
+) -> None:
+    (world.tmp / "local.txt").write_text("198.51.100.1\n2001:db8::/48\n")
+    await jobs.import_source(world.app, "local")
+    reply = await world.commands()["stats"]({}, PEER)
+    assert reply["total"] == 2

@@ -1,8 +1,9 @@
 """`bangctl stats` and the per-country metric: banned addresses grouped by country or AS.
 
-A network counts as many addresses as it holds (a /16 is 65,536), so one big listed range
-weighs what it blocks. Groups beyond the top N are summed into "other", which keeps the
-table short and the metric's label set bounded.
+An IPv4 network counts as many addresses as it holds (a /16 is 65,536), so one big listed
+range weighs what it blocks; an IPv6 entry counts once (a /48 holds 2**80 addresses, which
+would make every IPv4 figure vanish). Groups beyond the top N are summed into "other",
+which keeps the table short and the metric's label set bounded.
 """
 
 from __future__ import annotations

@@ -61,7 +61,10 @@ class BanStatsStore:
         groups: dict[str | int | None, tuple[str | None, int]] = {}
         for network, address in first.items():
             key, name = geo.get(address, (None, None))
-            size = ipaddress.ip_network(network).num_addresses
+            net = ipaddress.ip_network(network)
+            # An IPv6 /48 holds 2**80 addresses and would drown every IPv4 figure: IPv6
+            # entries count once each.
+            size = net.num_addresses if net.version == 4 else 1
             _, count = groups.get(key, (name, 0))
             groups[key] = (name, count + size)
         return [Group(k, name, count) for k, (name, count) in groups.items()]
