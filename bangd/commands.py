@@ -127,19 +127,37 @@ class Commands:
     async def _cmd_lookup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         results = await self.app.geo.service.lookup(args["ips"], banned_in=self._banned_in)
         self._explain(results)
-        for result in results:
-            result["kernel"] = await self._kernel_view(result)
+        await self._add_kernel_view(results)
         return {"results": results}
 
-    async def _kernel_view(self, result: dict[str, Any]) -> dict[str, str]:
-        """Per jail the address is banned in: does the kernel drop it (the listed entries
-        that cover it, or the address itself when no source lists it)?"""
-        view = {}
-        for jail in result.get("banned_in") or []:
-            entries = sorted({m["entry"] for m in result.get("sources", [])
-                              if m.get("jail") == jail}) or [result["ip"]]
-            view[jail] = await self.app.enforcement.drops(jail, entries)
-        return view
+    async def _add_kernel_view(self, results: list[dict[str, Any]]) -> None:
+        """Per jail an address is banned in: does the kernel drop it (the listed entries
+        that cover it, or the address itself when no source lists it)? One question per
+        jail for all the addresses asked about."""
+        wanted: dict[str, dict[str, list[str]]] = {}  # jail -> address -> entries
+        for result in results:
+            for jail in result.get("banned_in") or []:
+                entries = sorted({m["entry"] for m in result.get("sources", [])
+                                  if m.get("jail") == jail}) or [result["ip"]]
+                wanted.setdefault(jail, {})[result["ip"]] = entries
+        answers = {
+            jail: await self.app.enforcement.missing_among(
+                jail, sorted({e for entries in by_ip.values() for e in entries}))
+            for jail, by_ip in wanted.items()
+        }
+        for result in results:
+            view = {}
+            for jail, by_ip in wanted.items():
+                if result["ip"] not in by_ip:
+                    continue
+                missing = answers[jail]
+                if isinstance(missing, str):
+                    view[jail] = f"unknown: {missing}"
+                    continue
+                lacking = [e for e in by_ip[result["ip"]] if e in missing]
+                view[jail] = ("NOT dropped: missing " + ", ".join(lacking)) if lacking \
+                    else "dropped"
+            result["kernel"] = view
 
     async def _banned_in(self, address: str) -> list[str]:
         app = self.app

@@ -204,14 +204,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"must be from 1 to 100000: {text!r}")
-    return value
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}: {text!r}")
+        return value
+
+    return parse
+
+
+_limit = _whole_number(1, 100_000)
+_top = _whole_number(1, 1000)
 
 
 def _operator_commands(sub: Any, common: list[_Parser]) -> None:
@@ -256,16 +265,6 @@ def _operator_commands(sub: Any, common: list[_Parser]) -> None:
                        help="group by country (default) or AS")
     stats.add_argument("--top", type=_top, default=10,
                        help="this many groups, the rest as other (default 10)")
-
-
-def _top(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"must be from 1 to 1000: {text!r}")
-    return value
 
 
 def _duration(text: str) -> int:

@@ -149,22 +149,18 @@ class Fail2banClient:
         return await self._set_in_batches(jail, "unbanip", addrs)
 
     async def banned(self, jail: str) -> list[str]:
-        cmd = ["get", _checked_jail(jail), "banned"]
-        result = await self.command(cmd)
-        if not isinstance(result, list) or not all(type(item) is str for item in result):
-            raise Fail2banProtocolError(
-                f"fail2ban's `{' '.join(cmd)}` is not a list of strings: {type(result).__name__}"
-            )
-        return result
+        return await self._strings(["get", _checked_jail(jail), "banned"])
 
     async def jail_actions(self, jail: str) -> list[str]:
         """Names of the jail's actions (`get JAIL actions`), e.g. ["bangd-nftables"]: tells
         whether bans in this jail are enforced by bangd's own action."""
-        cmd = ["get", _checked_jail(jail), "actions"]
+        return await self._strings(["get", _checked_jail(jail), "actions"])
+
+    async def _strings(self, cmd: list[str]) -> list[str]:
         result = await self.command(cmd)
         if not isinstance(result, list) or not all(type(item) is str for item in result):
             raise Fail2banProtocolError(
-                f"fail2ban's `{' '.join(cmd)}` is not a list of names: {result!r:.200}"
+                f"fail2ban's `{' '.join(cmd)}` is not a list of strings: {type(result).__name__}"
             )
         return result
 
