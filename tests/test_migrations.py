@@ -16,6 +16,7 @@ import pytest
 
 from bangd.errors import MigrationError
 from bangd.store.db import Database
+from bangd.store.imports import ImportStore
 from bangd.store.migrate import (
     Migration,
     applied_version,
@@ -327,3 +328,29 @@ async def test_upgrade_from_an_earlier_version_keeps_every_row(
         still_there = rows_projected(after, table, columns)
         lost = Counter(rows) - still_there
         assert not lost, f"upgrade from v{version} lost rows of {table}: {sorted(lost)}"
+
+
+async def test_pending_rows_of_an_older_bangd_become_batches_recovery_still_sees(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bangd.db"
+    async with raw_connection(path) as conn:
+        await apply(conn, target=4)
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(
+            "INSERT INTO applied (jail, entry, source, state, owned, run_id) VALUES"
+            " ('bl', '203.0.113.1', 'a', 'pending', 1, NULL),"
+            " ('bl', '203.0.113.2', 'a', 'pending', 1, NULL),"
+            " ('bl', '203.0.113.3', 'a', 'applied', 1, NULL)"
+        )
+    db = await Database.open(str(path))
+    try:
+        store = ImportStore(db)
+        unfinished = sorted((u.entry, u.state) for u in await store.unfinished("a"))
+        assert unfinished == [("203.0.113.1", "pending"), ("203.0.113.2", "pending")]
+        assert await store.entries_of("a", "bl") == {"203.0.113.3"}
+        await store.settle("a", "bl", arrived=["203.0.113.2"], lost=["203.0.113.1"])
+        assert await store.unfinished("a") == []
+        assert await store.entries_of("a", "bl") == {"203.0.113.2", "203.0.113.3"}
+    finally:
+        await db.close()

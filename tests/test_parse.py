@@ -19,7 +19,6 @@ from bangd.sources.parse import (
     ParsedList,
     parse_blocklist,
     raw_digest,
-    sorted_entries,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -483,13 +482,3 @@ def test_careful_path_alone_gives_the_same_result_as_the_fast_path(
     fast = parse_blocklist(data, allowlist=DEFAULT_ALLOWLIST)
     monkeypatch.setattr("bangd.sources.parse._INET_PTON_IS_STRICT", False)
     assert parse_blocklist(data, allowlist=DEFAULT_ALLOWLIST) == fast
-
-
-def test_sorted_entries_matches_sorted_for_big_mixed_sets() -> None:
-    rng = random.Random(11)
-    entries = {f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.0/24"
-               for _ in range(60_000)}
-    entries |= {f"2a0{rng.randint(0, 9)}:{rng.randint(0, 0xffff):x}::{rng.randint(1, 99)}"
-                for _ in range(40_000)}
-    entries |= {"1.2.3.4", "1.2.3.40", "1.2.3", "::", "::1", "2a0"}
-    assert sorted_entries(entries) == sorted(entries)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ..errors import UnknownJail
-from ..sources.parse import sorted_entries
+from ..sources.entries import sorted_entries
 from ..store.imports import ImportStore, Unfinished, chunked
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class Applier:
         self.batch_size = _checked(batch_size)
 
     async def add(
-        self, name: str, jail: str, entries: list[str], run_id: int | None,
+        self, name: str, jail: str, entries: Sequence[str], run_id: int | None,
         progress: Progress | None = None,
     ) -> int:
         """Apply new entries; return how many were sent to fail2ban."""
@@ -69,23 +69,27 @@ class Applier:
         # Pipelined: while fail2ban works on batch i, the database confirms batch i-1 and
         # records batch i+1 as pending. Each batch is still pending before it is sent and
         # confirmed only after fail2ban answered, so the crash-safety rule holds.
-        batches = list(chunked(to_send, self.batch_size))
-        if batches:
-            await self.store.record_pending(name, jail, batches[0], run_id)
-        for i, batch in enumerate(batches):
-            ban = asyncio.create_task(self.fail2ban.ban(jail, batch))
+        size = self.batch_size
+        count = -(-len(to_send) // size)  # batches, each sliced only when it is next
+        if not count:
+            return 0
+        in_flight = await self.store.record_pending(name, jail, to_send[:size], run_id)
+        answered: int | None = None  # the batch fail2ban took last, not yet confirmed
+        for i in range(count):
+            ban = asyncio.create_task(self.fail2ban.ban(jail, to_send[i * size : (i + 1) * size]))
             try:
-                await self.store.record_pending(
-                    name, jail, batches[i + 1] if i + 1 < len(batches) else (), run_id,
-                    confirm=batches[i - 1] if i else (),
+                upcoming = to_send[(i + 1) * size : (i + 2) * size]
+                following = await self.store.record_pending(
+                    name, jail, upcoming, run_id, confirm=answered
                 )
             finally:
                 await asyncio.wait({ban})
             ban.result()
+            answered, in_flight = in_flight, following
             if progress is not None:
-                progress(min((i + 1) * self.batch_size, len(to_send)), len(to_send))
-        if batches:
-            await self.store.confirm(name, jail, batches[-1])
+                progress(min((i + 1) * size, len(to_send)), len(to_send))
+        if answered is not None:
+            await self.store.confirm(answered)
         return len(to_send)
 
     async def remove(
@@ -179,13 +183,15 @@ def _checked(batch_size: int) -> int:
 
 
 def _classify(
-    entries: list[str], others: dict[str, int], banned_now: list[str]
-) -> tuple[list[tuple[str, str, int]], list[str]]:
+    entries: Sequence[str], others: dict[str, int], banned_now: list[str]
+) -> tuple[list[tuple[str, str, int]], Sequence[str]]:
     """Split new entries into rows to record as they are, and addresses to send.
 
     An entry another source already applied to the jail inherits its ownership; one that
     fail2ban already held (someone else's ban) is recorded as not bangd's to lift.
     """
+    if not others and not banned_now:
+        return [], entries  # a first import into an empty jail: all of it, not a copy
     banned = set(banned_now)
     known: list[tuple[str, str, int]] = []
     to_send: list[str] = []

@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 from ..config import IPNetwork
 from ..errors import InvalidRequest, UnknownExemption
-from ..sources.parse import parse_blocklist, sorted_entries
+from ..sources.entries import sorted_entries
+from ..sources.parse import parse_blocklist
 from ..store.exemptions import Exemption, ExemptionStore
 from ..store.imports import ImportStore
 from .apply import Applier
