@@ -24,6 +24,7 @@ from .services.exemptions import Exemptions
 from .services.geo_runtime import GeoRuntime
 from .services.health import Fail2banHealth, Fail2banMonitor
 from .services.importer import FilterSettings, Importer
+from .services.jailfigures import JailFigures
 from .services.reconcile import Reconciler
 from .sources.fetch import Fetcher, make_session
 from .store.banstats import BanStatsStore
@@ -54,12 +55,16 @@ class App:
         db: Database,
         fetcher: Fetcher,
         clock: Callable[[], float],
+        reads: Database | None = None,
     ) -> None:
+        """`reads` is a second connection to `db` for what reports read (Database.reader
+        says why); without it, `db` serves them too."""
         self.config = config
         self.clock = clock
         self.started_at = clock()
         self.db = db
         self.imports = ImportStore(db)
+        self.views = ImportStore(reads if reads is not None else db)  # reports read here
         self.geo_store = GeoCacheStore(db)
         self.exemptions = Exemptions(ExemptionStore(db), clock=clock)
         self.ban_stats = BanStatsStore(db)
@@ -74,6 +79,7 @@ class App:
         )
         self.reconciler = Reconciler(self.imports, self.fail2ban, applier=self.applier)
         self.enforcement = Enforcement(self.fail2ban, self.imports, clock=clock)
+        self.jail_figures = JailFigures(self.fail2ban, busy=self.applier.lock.locked, clock=clock)
         self.scheduler = Scheduler(db, clock=clock)
         self.monitor = Fail2banMonitor(
             self.fail2ban, on_change=self._fail2ban_changed,
@@ -104,8 +110,12 @@ class App:
         stack.push_async_callback(session.close)
         fetcher = Fetcher(session, user_agent=f"bangd/{__version__}")
         stack.callback(fetcher.close)
-        app = cls(config, db=db, fetcher=fetcher, clock=clock)
+        reads = await db.reader()
+        if reads is not db:
+            stack.push_async_callback(reads.close)
+        app = cls(config, db=db, fetcher=fetcher, clock=clock, reads=reads)
         stack.push_async_callback(app.fail2ban.close)
+        stack.push_async_callback(app.jail_figures.close)
         stack.push_async_callback(app.geo.close)
         await app.exemptions.load()
         interrupted = await app.imports.interrupt_running(clock())
@@ -129,7 +139,7 @@ class App:
     async def jails_in_use(self) -> list[str]:
         """Jails the config names and jails bangd still has entries in."""
         configured = {s.jail for s in self.config.sources}
-        return sorted(configured | set(await self.imports.jails()))
+        return sorted(configured | set(await self.views.jails()))
 
     def fail(self, failure: BangdError) -> None:
         """Something below found that running on would lose data: the daemon stops."""

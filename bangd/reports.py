@@ -1,7 +1,8 @@
 """What `status`, `sources` and `metrics` report: read-only views over the App.
 
-Built from the database and the members' in-memory state on each request, so the figures
-are never stale and there is nothing to keep in sync.
+Built from the database and the members' in-memory state on each request, so there is
+nothing to keep in sync; only fail2ban's own counts may be a moment old, while bangd is
+banning (services/jailfigures.py says why).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from typing import Any
 
 from . import __version__
 from .app import App
-from .errors import Fail2banError
 from .jobs import import_job
 from .metrics import Metric
 from .services.enforcement import BANGD_ACTION, foreign_action
+from .services.jailfigures import Figures
 from .services.stats import banned_by
 
 
@@ -38,30 +39,30 @@ async def status(app: App) -> dict[str, Any]:
 
 
 async def jail_counts(app: App) -> list[dict[str, Any]]:
-    """fail2ban's own counts for the jails bangd uses (`status JAIL short` is cheap)."""
+    """fail2ban's own counts for the jails bangd uses (`status JAIL short` is cheap); while
+    bangd is banning, as of fail2ban's last answer (see services/jailfigures.py)."""
     if not app.monitor.health.reachable:
         return []
     counts: list[dict[str, Any]] = []
     for jail in await app.jails_in_use():
-        try:
-            status = await app.fail2ban.jail_status(jail)
-        except Fail2banError as exc:
+        figures = await app.jail_figures.of(jail)
+        if figures.status is None:
             counts.append({"jail": jail, "currently_banned": None, "total_banned": None,
-                           "error": str(exc)})
+                           "error": figures.error, "as_of": figures.as_of})
         else:
-            counts.append({"jail": jail, "currently_banned": status.currently_banned,
-                           "total_banned": status.total_banned, "error": None,
-                           "enforcement": await _enforcement(app, jail)})
+            counts.append({"jail": jail, "currently_banned": figures.status.currently_banned,
+                           "total_banned": figures.status.total_banned, "error": None,
+                           "as_of": figures.as_of,
+                           "enforcement": _enforcement(app, jail, figures)})
     return counts
 
 
-async def _enforcement(app: App, jail: str) -> dict[str, Any]:
-    """The jail's action (asked now: cheap) and the latest kernel check (from reconcile or
-    verify: a check costs seconds on a big jail, too much for every status call)."""
-    try:
-        actions = await app.fail2ban.jail_actions(jail)
-    except Fail2banError as exc:
-        return {"actions": None, "bangd_action": None, "error": str(exc)}
+def _enforcement(app: App, jail: str, figures: Figures) -> dict[str, Any]:
+    """The jail's action (as fail2ban last answered) and the latest kernel check (from
+    reconcile or verify: a check costs seconds on a big jail, too much for every status)."""
+    actions = figures.actions
+    if actions is None:
+        return {"actions": None, "bangd_action": None, "error": figures.error}
     bangd_action = BANGD_ACTION in actions
     last = app.enforcement.last.get(jail)
     return {
@@ -77,9 +78,9 @@ async def _enforcement(app: App, jail: str) -> dict[str, Any]:
 
 
 async def sources(app: App) -> list[dict[str, Any]]:
-    rows = {row.name: row for row in await app.imports.sources()}
-    last = await app.imports.last_runs()
-    invalid = await app.imports.last_invalid()
+    rows = {row.name: row for row in await app.views.sources()}
+    last = await app.views.last_runs()
+    invalid = await app.views.last_invalid()
     listed = []
     for src in app.config.sources:
         row = rows.get(src.name)
@@ -113,8 +114,8 @@ async def cache_stats(app: App) -> dict[str, Any]:
 async def metrics(app: App) -> list[Metric]:
     now = app.clock()
     health = app.monitor.health
-    rows = {row.name: row for row in await app.imports.sources()}
-    last = await app.imports.last_runs()
+    rows = {row.name: row for row in await app.views.sources()}
+    last = await app.views.last_runs()
     entries = Metric("bangd_source_entries", "gauge", "Entries a source has applied.")
     success = Metric("bangd_source_last_success_timestamp_seconds", "gauge",
                      "When a source's last completed or unchanged run ended.")
@@ -133,12 +134,12 @@ async def metrics(app: App) -> list[Metric]:
             failing.add(1 if run["state"] == "failed" else 0, **labels)
     invalid = Metric("bangd_source_invalid_lines", "gauge",
                      "Lines the source's latest parse could not read (never banned).")
-    for name, count in (await app.imports.last_invalid()).items():
+    for name, count in (await app.views.last_invalid()).items():
         configured = app.config.source(name)
         if configured is not None:
             invalid.add(count, source=name, jail=configured.jail)
     runs = Metric("bangd_import_runs_total", "counter", "Import runs by source and state.")
-    for source, state, count in await app.imports.run_counts():
+    for source, state, count in await app.views.run_counts():
         runs.add(count, source=source, state=state)
     return [
         Metric("bangd_info", "gauge", "bangd's version.").add(1, version=__version__),

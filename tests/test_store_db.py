@@ -239,3 +239,24 @@ async def test_directory_in_place_of_the_database_is_refused(tmp_path: Path) -> 
     with pytest.raises(MigrationError, match="cannot"):
         await Database.open(str(path))
     assert path.is_dir()
+
+
+async def test_the_reader_sees_each_commit_never_waits_for_a_write_and_cannot_write(
+    tmp_path: Path,
+) -> None:
+    db = await Database.open(str(tmp_path / "bangd.db"))
+    reader = await db.reader()
+    try:
+        await db.execute("INSERT INTO exemptions (network, created) VALUES ('192.0.2.1/32', 1)")
+        assert await reader.fetchcolumn("SELECT network FROM exemptions") == ["192.0.2.1/32"]
+        async with db.transaction():
+            await db.execute("DELETE FROM exemptions")
+            # The writer's transaction is open: the reader answers from the last commit.
+            assert await asyncio.wait_for(
+                reader.fetchcolumn("SELECT network FROM exemptions"), 5
+            ) == ["192.0.2.1/32"]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await reader.execute("DELETE FROM exemptions")
+    finally:
+        await reader.close()
+        await db.close()

@@ -258,7 +258,7 @@ class GeoService:
 
     # -- importer hooks --------------------------------------------------------------------
 
-    async def on_banned(self, source: str, addresses: list[str]) -> None:
+    async def on_banned(self, source: str, addresses: Sequence[str]) -> None:
         """Importer hook after a completed import: returns at once; in the background,
         refreshes last_seen of everything `source` lists and resolves the new single
         addresses (CIDR entries are never resolved)."""

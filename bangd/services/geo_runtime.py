@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import aiohttp
 
@@ -78,7 +78,7 @@ class GeoRuntime:
             await self._close_service()
             self._service = self._open(settings)
 
-    async def on_banned(self, source: str, addresses: list[str]) -> None:
+    async def on_banned(self, source: str, addresses: Sequence[str]) -> None:
         await self._service.on_banned(source, addresses)
 
     async def on_unchanged(self, source: str) -> None:

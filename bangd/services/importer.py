@@ -121,7 +121,7 @@ class ImportSummary:
         return line
 
 
-OnBanned = Callable[[str, list[str]], Awaitable[None]]
+OnBanned = Callable[[str, Sequence[str]], Awaitable[None]]  # (source, entries added)
 OnUnchanged = Callable[[str], Awaitable[None]]
 
 
@@ -360,7 +360,8 @@ class Importer:
 
     async def _apply(
         self, source: SourceConfig, desired: EntrySet, summary: ImportSummary
-    ) -> list[str]:
+    ) -> Sequence[str]:
+        """Apply the delta; return the entries added (networks too: the hook skips them)."""
         name, jail = source.name, source.jail
         current = await self.store.entries_of(name, jail)
         to_add, to_remove = await asyncio.to_thread(_delta, desired, current)
@@ -382,7 +383,7 @@ class Importer:
                 name, jail, to_remove, self._counter(name, "removing")
             )
         summary.added = len(to_add)
-        return [e for e in to_add if "/" not in e]
+        return to_add
 
     async def _reapply_missing(self, source: SourceConfig, run_id: int | None) -> int:
         """--force: re-ban this source's entries that fail2ban no longer holds."""

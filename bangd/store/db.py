@@ -143,6 +143,37 @@ class Database:
         if mode not in ("wal", "memory"):
             log.warning("db=%s journal_mode=%s wal_unavailable", self.path, mode)
 
+    async def reader(self) -> Database:
+        """A second connection, for reads that must never queue behind a write.
+
+        One connection serves one statement at a time: a `status` during a 1M import
+        waited behind each batch's commit and behind the post-import refresh of the geo
+        cache (an UPDATE probing 1M rows, ~0.4 s). Under WAL a reader sees the last commit
+        while the writer works. The reader refuses writes (query_only). An in-memory
+        database has no second connection: it is its own reader.
+        """
+        if self.path == ":memory:":
+            return self
+        conn = await _connect(self.path)
+        try:
+            reader = Database(conn, self.path)
+            conn.row_factory = sqlite3.Row
+            for pragma in (_PRAGMAS[0], "PRAGMA query_only=ON", "PRAGMA cache_size=-8192"):
+                await conn.execute(pragma)
+        except BaseException:
+            await finish_despite_cancel(conn.close())
+            raise
+        reader._schema_version = self._schema_version
+        reader.on_corrupt = self._report_corrupt
+        return reader
+
+    def _report_corrupt(self, exc: sqlite3.DatabaseError) -> None:
+        """What the reader does on damage: report it as this connection's own."""
+        if self.corrupt is None:
+            self.corrupt = exc
+            if self.on_corrupt is not None:
+                self.on_corrupt(exc)
+
     async def migrate(
         self,
         *,

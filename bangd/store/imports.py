@@ -29,6 +29,22 @@ APPLIED_MATCHES_SQL = (
     " AND entry IN (SELECT value FROM json_each(?))"
     " ORDER BY entry, source, jail"
 )
+JAILS_SQL = (
+    "WITH RECURSIVE jails(jail) AS ("
+    " SELECT (SELECT min(jail) FROM applied)"
+    " UNION ALL"
+    " SELECT (SELECT min(jail) FROM applied WHERE jail > jails.jail) FROM jails"
+    " WHERE jails.jail IS NOT NULL)"
+    " SELECT jail FROM jails WHERE jail IS NOT NULL"
+)
+SOURCE_JAILS_SQL = (
+    "WITH RECURSIVE jails(jail) AS ("
+    " SELECT (SELECT min(jail) FROM applied WHERE source = ?1)"
+    " UNION ALL"
+    " SELECT (SELECT min(jail) FROM applied WHERE source = ?1 AND jail > jails.jail)"
+    " FROM jails WHERE jails.jail IS NOT NULL)"
+    " SELECT jail FROM jails WHERE jail IS NOT NULL"
+)
 # One statement for a whole source: the subquery reads applied_by_source, and each entry
 # is then searched in geo_cache's primary key (CIDR entries simply match nothing).
 TOUCH_LISTED_SQL = (
@@ -248,9 +264,8 @@ class ImportStore:
         return set(rows)
 
     async def jails_of(self, source: str) -> list[str]:
-        return [str(j) for j in await self.db.fetchcolumn(
-            "SELECT DISTINCT jail FROM applied WHERE source = ?", (source,)
-        )]
+        """The jails `source` has entries in, by skip-scan of applied_by_source."""
+        return [str(j) for j in await self.db.fetchcolumn(SOURCE_JAILS_SQL, (source,))]
 
     async def sources_with_unfinished(self) -> list[str]:
         return [str(n) for n in await self.db.fetchcolumn(
@@ -424,9 +439,9 @@ class ImportStore:
         ))
 
     async def jails(self) -> list[str]:
-        return [str(j) for j in await self.db.fetchcolumn(
-            "SELECT DISTINCT jail FROM applied ORDER BY jail"
-        )]
+        """Jails with applied entries: a skip-scan, one key search per jail (DISTINCT read
+        every row: 91 ms at 1M entries, on every `status`)."""
+        return [str(j) for j in await self.db.fetchcolumn(JAILS_SQL)]
 
     async def applied_matches(self, entries: Sequence[str]) -> list[AppliedMatch]:
         """Applied rows whose entry is exactly one of `entries`, in any jail."""
