@@ -79,7 +79,7 @@ class App:
         )
         self.reconciler = Reconciler(self.imports, self.fail2ban, applier=self.applier)
         self.enforcement = Enforcement(self.fail2ban, self.imports, clock=clock)
-        self.jail_figures = JailFigures(self.fail2ban, busy=self.applier.lock.locked, clock=clock)
+        self.jail_figures = JailFigures(self.fail2ban, busy=self._importing, clock=clock)
         self.scheduler = Scheduler(db, clock=clock)
         self.monitor = Fail2banMonitor(
             self.fail2ban, on_change=self._fail2ban_changed,
@@ -140,6 +140,10 @@ class App:
         """Jails the config names and jails bangd still has entries in."""
         configured = {s.jail for s in self.config.sources}
         return sorted(configured | set(await self.views.jails()))
+
+    def _importing(self) -> bool:
+        """An import is parsing or applying, or a reconciliation re-banning."""
+        return self.applier.lock.locked() or bool(self.importer.progress)
 
     def fail(self, failure: BangdError) -> None:
         """Something below found that running on would lose data: the daemon stops."""

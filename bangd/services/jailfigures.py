@@ -3,10 +3,11 @@
 fail2ban's server answers one command at a time, and bangd's link to it is one connection:
 while an import runs, every `banip` batch holds fail2ban for 50-100 ms (5,000 entries),
 and a status call that asked fail2ban twice per jail took a median 164 ms, p99 346 ms at
-1M entries. So while bangd itself is banning or unbanning (the apply lock is held), status
-shows the figures of fail2ban's last answer with the time of that answer, and a refresh
-runs behind the import; at any other time it asks fail2ban there and then, so a status
-taken after an import always shows the counts that import left.
+1M entries; and while a list is parsed in a thread, each await of the status call waits
+for the GIL. So while bangd itself is importing (`busy`: an import under way, or the apply
+lock held), status shows the figures of fail2ban's last answer with the time of that
+answer, and a refresh runs behind the import; at any other time it asks fail2ban there and
+then, so a status taken after an import always shows the counts that import left.
 """
 
 from __future__ import annotations

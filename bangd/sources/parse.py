@@ -296,7 +296,7 @@ def parse_blocklist(
     )
 
 
-SPLIT_CHUNK: Final = 1 << 20  # bytes of text decoded and split at a time
+SPLIT_CHUNK: Final = 1 << 18  # bytes of text decoded and split at a time (~1.3 ms of GIL)
 
 
 def _text_chunks(data: bytes) -> Iterator[list[str]]:

@@ -51,7 +51,7 @@ _PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
     # 32 MiB of page cache instead of SQLite's 2 MiB: bulk geo upserts into a table of
     # 1M rows ran twice as fast with it, at a memory cost a daemon can afford.
-    "PRAGMA cache_size=-32768",
+    "PRAGMA cache_size=-16384",
 )
 
 
