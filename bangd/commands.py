@@ -113,7 +113,7 @@ class Commands:
             # A removed source with history still answers; a misspelt name does not.
             known = ", ".join(s.name for s in self.app.config.sources) or "none"
             raise UnknownSource(f"no source {name!r}; configured: {known}")
-        return {"runs": runs}
+        return {"runs": [run.as_dict() for run in runs]}
 
     @accepts(jail=Text())
     async def _cmd_reconcile(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:

@@ -84,7 +84,7 @@ async def sources(app: App) -> list[dict[str, Any]]:
     listed = []
     for src in app.config.sources:
         row = rows.get(src.name)
-        run = last.get(src.name, {})
+        run = last.get(src.name)
         state = app.scheduler.state(import_job(src.name))
         progress = app.importer.progress.get(src.name)
         running = progress is not None or (state is not None and state.running)
@@ -93,10 +93,10 @@ async def sources(app: App) -> list[dict[str, Any]]:
             "enabled": src.enabled, "location": src.location,
             "entries": row.entries if row is not None else 0,
             "last_success": row.last_success if row is not None else None,
-            "last_run": run.get("finished") or run.get("started"),
-            "last_state": "running" if running else run.get("state"),
+            "last_run": (run.finished or run.started) if run is not None else None,
+            "last_state": "running" if running else run.state if run is not None else None,
             "progress": progress if running else None,
-            "last_error": run.get("error"),
+            "last_error": run.error if run is not None else None,
             "invalid": invalid.get(src.name, 0),
             "next_run": state.next_run if state is not None else None,
         })
@@ -129,9 +129,9 @@ async def metrics(app: App) -> list[Metric]:
         entries.add(row.entries if row is not None else 0, **labels)
         if row is not None and row.last_success is not None:
             success.add(row.last_success, **labels)
-        if run is not None and run.get("finished"):
-            duration.add(run["finished"] - run["started"], **labels)
-            failing.add(1 if run["state"] == "failed" else 0, **labels)
+        if run is not None and run.finished:
+            duration.add(run.finished - run.started, **labels)
+            failing.add(1 if run.state == "failed" else 0, **labels)
     invalid = Metric("bangd_source_invalid_lines", "gauge",
                      "Lines the source's latest parse could not read (never banned).")
     for name, count in (await app.views.last_invalid()).items():

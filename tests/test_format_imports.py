@@ -175,7 +175,7 @@ async def test_the_invalid_count_stays_visible_after_unchanged_reimports(h: Harn
         ("completed", 2), ("unchanged", 2), ("unchanged", 2)
     ]
     runs = await h.store.runs("feed", 10)
-    assert [r["invalid"] for r in runs] == [2, 2, 2]
+    assert [r.invalid for r in runs] == [2, 2, 2]
 
 
 async def test_escape_sequences_in_a_list_are_escaped_in_the_summary_and_log(

@@ -83,7 +83,7 @@ async def test_first_import_bans_every_entry_and_records_a_completed_run(h: Harn
     assert (summary.state, summary.added, summary.removed) == ("completed", 5, 0)
     assert await h.banned() == set(LIST_A)
     runs = await h.store.runs("a", 10)
-    assert [(r["state"], r["added"], r["entries"]) for r in runs] == [("completed", 5, 5)]
+    assert [(r.state, r.added, r.entries) for r in runs] == [("completed", 5, 5)]
 
 
 async def test_reimport_of_identical_content_sends_nothing(h: Harness) -> None:
@@ -167,7 +167,7 @@ async def test_a_list_over_max_entries_fails_and_applies_nothing(h: Harness) -> 
     assert summary.error is not None and "more than max_entries 4" in summary.error
     assert await h.banned() == set()
     runs = await h.store.runs("a", 1)
-    assert runs[0]["state"] == "failed" and "max_entries" in runs[0]["error"]
+    assert runs[0].state == "failed" and "max_entries" in runs[0].error
 
 
 async def test_invalid_lines_are_counted_and_never_sent(h: Harness) -> None:
@@ -245,7 +245,7 @@ async def test_a_run_left_running_is_marked_interrupted(h: Harness) -> None:
     run_id = await h.store.start_run("a", "bl", "timer", 1.0)
     assert await h.store.interrupt_running(2.0) == ["a"]
     runs = await h.store.runs("a", 1)
-    assert (runs[0]["id"], runs[0]["state"]) == (run_id, "interrupted")
+    assert (runs[0].id, runs[0].state) == (run_id, "interrupted")
 
 
 async def test_withdrawing_a_source_unbans_only_what_no_other_source_lists(h: Harness) -> None:
@@ -313,10 +313,10 @@ async def test_every_run_records_the_content_hash(h: Harness) -> None:
     first = await h.run(src)
     await h.run(h.file_source("a", list(reversed(LIST_A))))
     runs = await h.store.runs("a", 10)
-    assert [r["state"] for r in runs] == ["unchanged", "completed"]
+    assert [r.state for r in runs] == ["unchanged", "completed"]
     assert first.content_hash is not None and len(first.content_hash) == 64
-    assert [r["content_hash"] for r in runs] == [first.content_hash, first.content_hash]
-    assert runs[0]["raw_hash"] != runs[1]["raw_hash"]
+    assert [r.content_hash for r in runs] == [first.content_hash, first.content_hash]
+    assert runs[0].raw_hash != runs[1].raw_hash
 
 
 async def test_a_list_that_suddenly_has_no_entries_fails_and_keeps_the_bans(h: Harness) -> None:

@@ -329,8 +329,8 @@ class Importer:
         summary.state = "unchanged"
         for run in await self.store.runs(source.name, 5):
             # The last real parse's invalid count stays visible: unchanged runs carry it on.
-            if run["id"] != summary.run_id and run["state"] in ("completed", "unchanged"):
-                summary.invalid = run["invalid"] or 0
+            if run.id != summary.run_id and run.state in ("completed", "unchanged"):
+                summary.invalid = run.invalid
                 break
         if prev is not None:
             summary.entries = prev.entries

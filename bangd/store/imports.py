@@ -83,6 +83,38 @@ class Unfinished:
     state: str
 
 
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One `import_runs` row: what a run saw and how it ended (None while running)."""
+
+    id: int
+    source: str
+    jail: str
+    state: str  # running | completed | unchanged | failed | interrupted
+    trigger: str  # timer | manual | force
+    content_hash: str | None
+    raw_hash: str | None
+    entries: int | None
+    added: int
+    removed: int
+    invalid: int
+    skipped: int
+    started: float
+    finished: float | None
+    error: str | None
+
+    @classmethod
+    def of(cls, row: sqlite3.Row) -> RunRecord:
+        return cls(**{name: row[name] for name in _RUN_FIELDS})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as the control protocol's `runs` reply shows it."""
+        return {name: getattr(self, name) for name in _RUN_FIELDS}
+
+
+_RUN_FIELDS: tuple[str, ...] = tuple(RunRecord.__dataclass_fields__)
+
+
 @dataclass(frozen=True)
 class RunEnd:
     """How an import run ended, as its `import_runs` row records it."""
@@ -218,7 +250,8 @@ class ImportStore:
             )
         return [str(n) for n in names]
 
-    async def runs(self, source: str | None, limit: int) -> list[dict[str, Any]]:
+    async def runs(self, source: str | None, limit: int) -> list[RunRecord]:
+        """The latest runs, newest first (of one source, or of all)."""
         if source is None:
             rows = await self.db.fetchall(
                 "SELECT * FROM import_runs ORDER BY id DESC LIMIT ?", (limit,)
@@ -228,7 +261,7 @@ class ImportStore:
                 "SELECT * FROM import_runs WHERE source = ? ORDER BY id DESC LIMIT ?",
                 (source, limit),
             )
-        return [dict(r) for r in rows]
+        return [RunRecord.of(r) for r in rows]
 
     async def run_counts(self) -> list[tuple[str, str, int]]:
         rows = await self.db.fetchall(
@@ -237,12 +270,12 @@ class ImportStore:
         )
         return [(r["source"], r["state"], r["n"]) for r in rows]
 
-    async def last_runs(self) -> dict[str, dict[str, Any]]:
+    async def last_runs(self) -> dict[str, RunRecord]:
         rows = await self.db.fetchall(
             "SELECT r.* FROM import_runs r JOIN (SELECT source, MAX(id) AS id FROM import_runs"
             " GROUP BY source) last ON r.id = last.id"
         )
-        return {r["source"]: dict(r) for r in rows}
+        return {r["source"]: RunRecord.of(r) for r in rows}
 
     async def last_invalid(self) -> dict[str, int]:
         """Invalid lines at each source's latest parse (a completed or unchanged run; an
