@@ -121,7 +121,7 @@ def bench(label: str, data: bytes, lines: int, repeat: int) -> None:
     )
     # The naive parser skips nothing, so it can only agree when nothing reserved was drawn.
     if parsed.skipped_reserved == 0:
-        same = naive_entries == parsed.entries and naive_digest == parsed.digest
+        same = parsed.entries == naive_entries and naive_digest == parsed.digest
         print(f"  same entries and digest as naive: {same}")
 
 

@@ -167,7 +167,7 @@ async def test_a_list_over_max_entries_fails_and_applies_nothing(h: Harness) -> 
     assert summary.error is not None and "more than max_entries 4" in summary.error
     assert await h.banned() == set()
     runs = await h.store.runs("a", 1)
-    assert runs[0].state == "failed" and "max_entries" in runs[0].error
+    assert runs[0].state == "failed" and "max_entries" in (runs[0].error or "")
 
 
 async def test_invalid_lines_are_counted_and_never_sent(h: Harness) -> None:

@@ -336,8 +336,8 @@ async def test_pending_rows_of_an_older_bangd_become_batches_recovery_still_sees
     path = tmp_path / "bangd.db"
     async with raw_connection(path) as conn:
         await apply(conn, target=4)
-    with closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute(
+    with closing(sqlite3.connect(path)) as raw, raw:
+        raw.execute(
             "INSERT INTO applied (jail, entry, source, state, owned, run_id) VALUES"
             " ('bl', '203.0.113.1', 'a', 'pending', 1, NULL),"
             " ('bl', '203.0.113.2', 'a', 'pending', 1, NULL),"

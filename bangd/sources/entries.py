@@ -63,6 +63,11 @@ class EntrySet(Set[str]):
     def __len__(self) -> int:
         return len(self._ordered)
 
+    def __eq__(self, other: object) -> bool:
+        # Set's own __eq__ (equal to any set of the same strings); spelt out so that type
+        # checkers know an EntrySet may equal a set or frozenset.
+        return Set.__eq__(self, other)
+
     __hash__ = Set._hash
 
     def __repr__(self) -> str:
