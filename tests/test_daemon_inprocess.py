@@ -74,6 +74,8 @@ async def test_a_started_daemon_says_ready_and_answers_status(daemon: Daemon) ->
     assert isinstance(daemon.notifier, Recorder) and "READY=1" in daemon.notifier.messages
     status = await call(daemon, "status")
     assert [s["name"] for s in status["sources"]] == ["one"]
+    while status["fail2ban"]["reachable"] is None:  # the monitor's first check is under way
+        status = await asyncio.wait_for(call(daemon, "status"), 10)
     assert status["fail2ban"]["reachable"] is True
 
 
