@@ -44,8 +44,10 @@ _ADDRESS_BATCH: Final = re.compile(f"{_ADDRESS_CHARS}(?:\n{_ADDRESS_CHARS})*")
 _ADDRESS: Final = re.compile(_ADDRESS_CHARS)
 _ACTION_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _METHOD_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-# A banip/unbanip batch may take this share of fail2ban.timeout. fail2ban runs the jail's
-# action for every entry inside the call: no action ~0.07 ms per entry, Debian's
+# Wire batches, not the Applier's (services/apply.py: the crash-safety unit, which this
+# splits into as many calls as needed). A banip/unbanip call may take this share of
+# fail2ban.timeout. fail2ban runs the jail's action for every entry inside the call: no
+# action ~0.07 ms per entry, Debian's
 # nftables-allports ~5 ms (one `nft` process per ban), so one size cannot fit both.
 _BATCH_TIME_SHARE: Final = 0.25
 # Until a jail's pace is known, batches start small and grow at most this much per batch,

@@ -1,14 +1,21 @@
 """The apply protocol: how entries reach fail2ban and the `applied` ledger in step.
 
-    1. rows for a batch are committed as `pending`,
-    2. the batch is sent with one `banip`,
-    3. the rows are committed as `applied`.
+    1. a batch is committed as one pending batch (store: pending_batches),
+    2. the batch is sent to fail2ban (`banip`),
+    3. its entries are committed as `applied`, and the pending batch is gone.
 
-A crash between 1 and 3 leaves `pending` rows; `recover` asks fail2ban once which of them
-arrived, instead of sending them again. Unbans work the same way with `removing`, and an
-entry is never unbanned when bangd did not ban it (`owned`) or another source still lists
-it for that jail. The importer and the reconciler share one Applier, and with it one lock:
-an import's unban must never race a reconciliation's re-ban of the same entry.
+A crash between 1 and 3 leaves a pending batch; `recover` asks fail2ban once which of its
+entries arrived, instead of sending them again. Unbans work the same way with `removing`,
+and an entry is never unbanned when bangd did not ban it (`owned`) or another source still
+lists it for that jail. The importer and the reconciler share one Applier, and with it one
+lock: an import's unban must never race a reconciliation's re-ban of the same entry.
+
+Two batch sizes meet here, and they are different things. The Applier's batch
+(`fail2ban.batch_size`) is the unit of crash safety and of the ledger's commits: what may
+be in doubt after a crash. The fail2ban client splits each such batch into wire calls of
+its own size, measured from fail2ban's reply times so that no call nears
+`fail2ban.timeout` (a slow firewall action makes fail2ban slow per ban). So one Applier
+batch may be several `banip` calls; it is confirmed once all of them answered.
 """
 
 from __future__ import annotations
