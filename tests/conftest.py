@@ -12,6 +12,7 @@ import pytest
 
 from bangd.store.db import Database
 from tests.fail2ban_server import PrivateFail2ban, PrivateFail2banFactory
+from tests.netns import NetnsPair
 
 SESSION_JAILS = ("bl", "bl2")
 
@@ -79,3 +80,13 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.close()
+
+
+@pytest.fixture
+def netns() -> Iterator[NetnsPair]:
+    """A fresh pair of network namespaces joined by a veth pair (tests/netns.py)."""
+    pair = NetnsPair()
+    try:
+        yield pair
+    finally:
+        pair.close()

@@ -14,10 +14,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.shortdir import short_tmpdir
 
 BIN_DIR = Path(sys.executable).parent
 
@@ -119,3 +122,38 @@ class DaemonProcess:
         self.notify.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.notify_path)
+
+
+@contextlib.contextmanager
+def daemon_over_lists(
+    prefix: str, fail2ban_socket: str, jail: str, lists: dict[str, str | None],
+    first_states: dict[str, str], *, missing: str = "missing.txt",
+) -> Iterator[DaemonProcess]:
+    """The real bangd with one file source per `lists` entry (None: the file `missing`,
+    which does not exist), yielded once each source's first run ended in its
+    `first_states` state."""
+    with short_tmpdir(prefix) as d:
+        for name, text in lists.items():
+            if text is not None:
+                Path(d, f"{name}.txt").write_text(text)
+        proc = DaemonProcess(d, {
+            "fail2ban": {"socket": fail2ban_socket, "jail": jail},
+            "skip_reserved": False,
+            "sources": [{"name": name, "interval": "1d",
+                         "path": f"{d}/{name}.txt" if text is not None else f"{d}/{missing}"}
+                        for name, text in lists.items()],
+        })
+        proc.start()
+        try:
+            proc.wait_for("READY=1")
+            deadline = time.monotonic() + 20
+            while True:
+                states = {s["name"]: s["last_state"]
+                          for s in bangctl_json(proc.socket, "sources")["sources"]}
+                if states == first_states:
+                    break
+                assert time.monotonic() < deadline, states
+                time.sleep(0.05)
+            yield proc
+        finally:
+            proc.close()

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -296,6 +296,17 @@ class PrivateFail2ban:
         if self._dir is None:
             raise Fail2banServerError("the private fail2ban-server has not been started yet")
         return self._dir
+
+
+@contextlib.contextmanager
+def running(server: PrivateFail2ban) -> Iterator[PrivateFail2ban]:
+    """Start `server`; afterwards stop it and remove its directory."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 def stop_in_dir(directory: str, timeout: float = STOP_TIMEOUT) -> bool:

@@ -4,46 +4,23 @@ fail2ban-server: a list that cannot be read makes `import` exit 1."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import DaemonProcess, bangctl, bangctl_json
+from tests.daemon_process import DaemonProcess, bangctl, daemon_over_lists
 from tests.fail2ban_server import PrivateFail2ban
-from tests.shortdir import short_tmpdir
 
 
 @pytest.fixture
 def daemon(fail2ban_jail: str, fail2ban_server: PrivateFail2ban) -> Iterator[DaemonProcess]:
     """Source `good` reads a list; source `gone` points at a file that does not exist."""
-    with short_tmpdir("bangd-exit-") as d:
-        Path(d, "good.txt").write_text("203.0.113.1\n")
-        proc = DaemonProcess(d, {
-            "fail2ban": {"socket": fail2ban_server.socket, "jail": fail2ban_jail},
-            "skip_reserved": False,
-            "sources": [
-                {"name": "good", "path": f"{d}/good.txt", "interval": "1d"},
-                {"name": "gone", "path": f"{d}/missing.txt", "interval": "1d"},
-            ],
-        })
-        proc.start()
-        proc.wait_for("READY=1")
-        wait_first_runs(proc)
+    with daemon_over_lists("bangd-exit-", fail2ban_server.socket, fail2ban_jail,
+                           {"good": "203.0.113.1\n", "gone": None},
+                           {"good": "completed", "gone": "failed"}) as proc:
         yield proc
-        proc.close()
 
-
-def wait_first_runs(proc: DaemonProcess) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        states = {s["name"]: s["last_state"]
-                  for s in bangctl_json(proc.socket, "sources")["sources"]}
-        if states == {"good": "completed", "gone": "failed"}:
-            return
-        assert time.monotonic() < deadline, states
-        time.sleep(0.05)
 
 
 def test_import_exits_1_when_a_source_fails_and_still_prints_every_summary(

@@ -10,39 +10,18 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_process import DaemonProcess, bangctl, bangctl_json
+from tests.daemon_process import DaemonProcess, bangctl, bangctl_json, daemon_over_lists
 from tests.fail2ban_server import PrivateFail2ban
-from tests.shortdir import short_tmpdir
 
 
 @pytest.fixture
 def daemon(fail2ban_jail: str, fail2ban_server: PrivateFail2ban) -> Iterator[DaemonProcess]:
-    with short_tmpdir("bangd-ctl-") as d:
-        Path(d, "a.txt").write_text("203.0.113.1\n203.0.113.2\nbogus\n")
-        Path(d, "b.txt").write_text("203.0.113.2\n203.0.113.3\n")
-        proc = DaemonProcess(d, {
-            "fail2ban": {"socket": fail2ban_server.socket, "jail": fail2ban_jail},
-            "skip_reserved": False,
-            "sources": [
-                {"name": "a", "path": f"{d}/a.txt", "interval": "1d"},
-                {"name": "b", "path": f"{d}/b.txt", "interval": "1d"},
-            ],
-        })
-        proc.start()
-        proc.wait_for("READY=1")
-        wait_first_runs(proc)
+    lists: dict[str, str | None] = {"a": "203.0.113.1\n203.0.113.2\nbogus\n",
+                                    "b": "203.0.113.2\n203.0.113.3\n"}
+    with daemon_over_lists("bangd-ctl-", fail2ban_server.socket, fail2ban_jail, lists,
+                           {"a": "completed", "b": "completed"}) as proc:
         yield proc
-        proc.close()
 
-
-def wait_first_runs(proc: DaemonProcess) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        sources = bangctl_json(proc.socket, "sources")["sources"]
-        if all(s["last_state"] == "completed" for s in sources):
-            return
-        assert time.monotonic() < deadline, sources
-        time.sleep(0.05)
 
 
 def banned(server: PrivateFail2ban) -> set[str]:

@@ -23,7 +23,7 @@ import pytest
 from bangd.errors import Fail2banCommandFailed
 from bangd.fail2ban.client import Fail2banClient
 from tests.daemon_process import DaemonProcess, bangctl
-from tests.fail2ban_server import PrivateFail2ban
+from tests.fail2ban_server import PrivateFail2ban, running
 from tests.netns import NetnsPair
 from tests.shortdir import short_tmpdir
 
@@ -42,15 +42,6 @@ CLEAN_V4 = "198.51.100.8"
 CLEAN_V6 = "2001:db8:2:ffff::8"
 
 
-@pytest.fixture
-def netns() -> Iterator[NetnsPair]:
-    pair = NetnsPair()
-    try:
-        yield pair
-    finally:
-        pair.close()
-
-
 def _enforcing_server(
     netns: NetnsPair, *jails: str, action: str = "bangd-nftables.py"
 ) -> PrivateFail2ban:
@@ -63,13 +54,8 @@ def _enforcing_server(
 @pytest.fixture
 def fail2ban(netns: NetnsPair) -> Iterator[PrivateFail2ban]:
     """fail2ban-server in the server namespace, jail "blocklist" with bangd-nftables."""
-    server = _enforcing_server(netns)
-    server.start()
-    try:
+    with running(_enforcing_server(netns)) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ network namespace of the test's own)."""
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from bangd.fail2ban.client import Fail2banClient
 from bangd.services.enforcement import Enforcement
 from tests.daemon_process import DaemonProcess, bangctl, bangctl_json
-from tests.fail2ban_server import PrivateFail2ban
+from tests.fail2ban_server import PrivateFail2ban, running
 from tests.netns import NetnsPair
 from tests.shortdir import short_tmpdir
 from tests.test_enforcement import ACTION_FILE, JAIL, OPEN_WAIT
@@ -33,25 +32,11 @@ class Applied:
 
 
 @pytest.fixture
-def netns() -> Iterator[NetnsPair]:
-    pair = NetnsPair()
-    try:
-        yield pair
-    finally:
-        pair.close()
-
-
-@pytest.fixture
 def fail2ban(netns: NetnsPair) -> Iterator[PrivateFail2ban]:
-    server = PrivateFail2ban(jails=(JAIL, "plain"), action="bangd-nftables.py",
-                             action_files=[ACTION_FILE], netns_pid=netns.server.pid,
-                             plain_jails=("plain",))
-    server.start()
-    try:
+    with running(PrivateFail2ban(jails=(JAIL, "plain"), action="bangd-nftables.py",
+                                 action_files=[ACTION_FILE], netns_pid=netns.server.pid,
+                                 plain_jails=("plain",))) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 @pytest.fixture
