@@ -7,21 +7,24 @@ from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 ORIGIN_MMDB: Final = "mmdb"
 ORIGIN_IP_API: Final = "ip-api"
 
 
-@dataclass(frozen=True, slots=True)
-class GeoInfo:
+class GeoInfo(NamedTuple):
     """What is known about one address.
 
     `ip` is the address exactly as the caller asked for it, so results map back onto the
     caller's keys without re-normalising. `negative` is True when the source knows nothing;
     a negative answer is still worth caching (for a shorter time) so the same unknown
     address is not asked about again and again.
+
+    A named tuple rather than a frozen dataclass: bulk resolves make one per address, and a
+    frozen dataclass took 740 ns to build against 200 ns (its __init__ goes through
+    object.__setattr__ per field). Its fields are also, in order, the cache row's first
+    seven columns.
     """
 
     ip: str

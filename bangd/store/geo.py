@@ -14,7 +14,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from bangd.geo.model import GeoInfo
 from bangd.store.db import Database
@@ -42,9 +42,11 @@ OLD_CHUNK_SQL = (
     " ORDER BY ip LIMIT ?)"
 )
 DELETE_RANGE_SQL = "DELETE FROM geo_cache WHERE ip > ? AND ip <= ? AND last_seen < ?"
-@dataclass(frozen=True, slots=True)
-class CachedGeo:
-    """A cache row: what is known about an address, and when bangd learned and met it."""
+class CachedGeo(NamedTuple):
+    """A cache row: what is known about an address, and when bangd learned and met it.
+
+    A named tuple, like GeoInfo, because a bulk resolve makes one per address.
+    """
 
     info: GeoInfo
     first_resolved: float
@@ -71,10 +73,9 @@ def _json_list(items: Iterable[str]) -> str:
 
 
 def _upsert_params(info: GeoInfo, now: float) -> tuple[Any, ...]:
-    return (
-        info.ip, info.country_code, info.country_name, info.asn, info.as_org, info.origin,
-        int(info.negative), now, now, now,
-    )
+    """UPSERT_SQL's parameters: GeoInfo's fields are its first seven columns, in order
+    (sqlite3 binds the bool `negative` as the integer 0 or 1)."""
+    return (*info, now, now, now)
 
 
 class GeoCacheStore:
