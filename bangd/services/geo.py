@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,12 +65,14 @@ class _Attempt:
 
 
 @dataclass(frozen=True)
-class _ChunkAnswer:
-    """What one chunk produced: rows to write, rows only to touch, and what stays unknown."""
+class _Chunk:
+    """One chunk, answered: the rows to write, and the cached rows that stay as they are
+    (`kept`: fresh hits, and stale rows nobody could answer now)."""
 
+    now: float
+    cached: dict[str, CachedGeo]
     answers: list[GeoInfo]
-    cached_hits: list[str]
-    stale_unanswered: list[str]
+    kept: list[str]
 
 
 class GeoService:
@@ -168,52 +171,45 @@ class GeoService:
         if self._closed:  # a reload/stop closed the resolvers: write nothing half-known
             raise GeoError("the geo service was closed (bangd is reloading or stopping)")
         now = self._clock()
-        cached = await self.store.get_many(part)
-        outcome = await self._answer_chunk(part, cached, now, attempt)
-        to_touch = outcome.cached_hits + outcome.stale_unanswered if refresh_seen else []
-        async with self.store.db.transaction():
-            await self.store.upsert_many(outcome.answers, now)
-            await self.store.touch_many(to_touch, now)
+        # With refresh_seen every cached row of the chunk ends up seen now (kept rows are
+        # touched, answered ones rewritten), so they are read that way, ready to answer.
+        cached = await self.store.get_many(part, seen=now if refresh_seen else None)
+        chunk = await self._answer_chunk(part, cached, now, attempt)
+        if chunk.answers or (refresh_seen and chunk.kept):
+            async with self.store.db.transaction():
+                await self.store.upsert_many(chunk.answers, now)
+                await self.store.touch_many(chunk.kept if refresh_seen else [], now)
         if results is not None:
-            self._collect(results, cached, outcome, now, refresh_seen)
-        return len(outcome.answers)
+            _collect(results, chunk)
+        return len(chunk.answers)
 
     async def _answer_chunk(
         self, part: list[str], cached: dict[str, CachedGeo], now: float, attempt: _Attempt
-    ) -> _ChunkAnswer:
-        hits = [ip for ip in part if ip in cached and self._is_fresh(cached[ip], now)]
-        hit_set = set(hits)
-        missing = [ip for ip in part if ip not in hit_set]
+    ) -> _Chunk:
+        stale = self._stale(cached, now)
+        if stale:
+            missing = [ip for ip in part if ip not in cached or ip in stale]
+        elif cached:
+            missing = [ip for ip in part if ip not in cached]
+        else:
+            missing = part
         answers = await self._ask_resolvers(missing, attempt) if missing else []
-        answered = {info.ip for info in answers}
-        stale_unanswered = [ip for ip in missing if ip in cached and ip not in answered]
-        return _ChunkAnswer(answers, hits, stale_unanswered)
+        if stale:
+            answered = {info.ip for info in answers}
+            kept = [ip for ip in cached if ip not in answered]
+        else:
+            kept = list(cached)
+        return _Chunk(now, cached, answers, kept)
 
-    def _collect(
-        self,
-        results: dict[str, CachedGeo],
-        cached: dict[str, CachedGeo],
-        outcome: _ChunkAnswer,
-        now: float,
-        refresh_seen: bool,
-    ) -> None:
-        """Put the chunk's rows, as they now are in the table, into `results`."""
-        for ip in outcome.cached_hits + outcome.stale_unanswered:
-            row = cached[ip]
-            if refresh_seen:
-                row = CachedGeo(row.info, row.first_resolved, row.last_resolved, now)
-            results[ip] = row
-        for info in outcome.answers:
-            old = cached.get(info.ip)
-            first = old.first_resolved if old is not None else now
-            results[info.ip] = CachedGeo(info, first, now, now)
-
-    def _is_fresh(self, row: CachedGeo, now: float) -> bool:
-        """Whether a row may answer without asking again; exactly at its TTL it may not."""
-        age = now - row.last_resolved
-        if row.info.negative:
-            return age < self._negative_ttl
-        return self._positive_ttl is None or age < self._positive_ttl
+    def _stale(self, cached: dict[str, CachedGeo], now: float) -> set[str]:
+        """The rows that may not answer without asking again; exactly at its TTL a row
+        is stale. One pass, no call per row: it runs over every cache hit."""
+        negative_ttl = self._negative_ttl
+        positive_ttl = math.inf if self._positive_ttl is None else self._positive_ttl
+        return {
+            ip for ip, (info, _, last_resolved, _) in cached.items()
+            if now - last_resolved >= (negative_ttl if info.negative else positive_ttl)
+        }
 
     async def _ask_resolvers(self, ips: list[str], attempt: _Attempt) -> list[GeoInfo]:
         """Answers worth caching for `ips`: MMDB's, then ip-api's for what MMDB lacks.
@@ -391,6 +387,24 @@ class GeoService:
     async def stats(self) -> dict[str, Any]:
         """`bangctl cache stats`: rows, negative rows, last_seen range, rows per origin."""
         return await self.store.stats()
+
+
+def _collect(results: dict[str, CachedGeo], chunk: _Chunk) -> None:
+    """Put the chunk's rows, as they now are in the table, into `results`."""
+    cached, now = chunk.cached, chunk.now
+    if len(chunk.kept) == len(cached):
+        results.update(cached)
+    else:
+        for ip in chunk.kept:
+            results[ip] = cached[ip]
+    new = tuple.__new__  # three times as fast as CachedGeo's own __new__
+    if not cached:
+        results.update({info[0]: new(CachedGeo, (info, now, now, now)) for info in chunk.answers})
+        return
+    for info in chunk.answers:
+        old = cached.get(info.ip)
+        first = now if old is None else old.first_resolved
+        results[info.ip] = new(CachedGeo, (info, first, now, now))
 
 
 def make_ipapi(
