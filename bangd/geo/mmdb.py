@@ -101,6 +101,9 @@ class MmdbResolver:
             raise GeoError("the MMDB was closed (bangd is reloading or stopping)")
         country = _Network(self, self._country, self._country_ipv4_only, _country_fields)
         asn = _Network(self, self._asn, self._asn_ipv4_only, _asn_fields)
+        # Where both databases' last networks overlap, and the answer there.
+        first, last = 1, 0
+        answer: _Fields = _NEGATIVE
         answers: list[GeoInfo] = []
         append = answers.append
         new = tuple.__new__  # GeoInfo's own __new__ is a Python function: 3x slower
@@ -110,25 +113,32 @@ class MmdbResolver:
                 try:
                     number = from_bytes(inet_pton(AF_INET, ip), "big")
                 except (OSError, ValueError):
-                    append(new(GeoInfo, (ip, None, None, None, None, ORIGIN_MMDB, True)))
+                    append(new(GeoInfo, (ip, *_NEGATIVE)))
                     continue
                 key, bits = ip, 32
             else:
                 where = _locate_ipv6(ip)
                 if where is None:
-                    append(new(GeoInfo, (ip, None, None, None, None, ORIGIN_MMDB, True)))
+                    append(new(GeoInfo, (ip, *_NEGATIVE)))
                     continue
                 key, number, bits = where
-            if country.first <= number <= country.last:
-                code, name = country.fields
-            else:
-                code, name = country.find(key, number, bits)
-            if asn.first <= number <= asn.last:
-                asn_number, as_org = asn.fields
-            else:
-                asn_number, as_org = asn.find(key, number, bits)
-            negative = code is None and name is None and asn_number is None and as_org is None
-            append(new(GeoInfo, (ip, code, name, asn_number, as_org, ORIGIN_MMDB, negative)))
+            if not first <= number <= last:
+                if country.first <= number <= country.last:
+                    code, name = country.fields
+                else:
+                    code, name = country.find(key, number, bits)
+                if asn.first <= number <= asn.last:
+                    asn_number, as_org = asn.fields
+                else:
+                    asn_number, as_org = asn.find(key, number, bits)
+                if code is None and name is None and asn_number is None and as_org is None:
+                    answer = _NEGATIVE
+                else:
+                    answer = (code, name, asn_number, as_org, ORIGIN_MMDB, False)
+                first, last = max(country.first, asn.first), min(country.last, asn.last)
+                if not first <= number <= last:  # a database remembered no network for it
+                    first, last = 1, 0
+            append(new(GeoInfo, (ip, *answer)))
         return answers
 
     def _flag_corrupt(self, err: Exception) -> None:
@@ -140,6 +150,8 @@ class MmdbResolver:
 
 
 _NOTHING: tuple[None, None] = (None, None)
+_Fields = tuple[str | None, str | None, int | None, str | None, str, bool]
+_NEGATIVE: _Fields = (None, None, None, None, ORIGIN_MMDB, True)  # GeoInfo's after `ip`
 _IPV6 = 1 << 128  # added to IPv6 numbers, so no IPv6 address falls in an IPv4 network
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 

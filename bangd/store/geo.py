@@ -12,10 +12,11 @@ mean "bangd met this address recently", so no write path may leave it behind.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from itertools import groupby
+from operator import itemgetter
+from typing import Any
 
 from bangd.geo.model import GeoInfo
 from bangd.store.db import Database
@@ -26,17 +27,25 @@ _ON_CONFLICT = (
     " origin = excluded.origin, negative = excluded.negative,"
     " last_resolved = excluded.last_resolved, last_seen = excluded.last_seen"
 )
-# Answers go in as one JSON array of GeoInfo tuples, the time as its own parameter (JSON
-# would round it to 15 digits). One statement per chunk: SQLite inserts the whole chunk
-# without coming back to Python for each row, so the interpreter lock is free meanwhile
-# and a worker thread can look the next chunk up (see services/geo.py).
+# Answers go in as one JSON parameter, the time as another (JSON would round it to 15
+# digits): runs of answers alike but for the address (MMDB answers for one network, in
+# key order) as one group [country_code, country_name, asn, as_org, origin, negative,
+# [ip, ...]], so each address costs SQLite and the encoder a string, not seven values.
+# The groups are read once (MATERIALIZED): a group's text holds all its addresses. The
+# statement starts with INSERT so that Python's sqlite3 reports its rowcount.
+# One statement per chunk: SQLite inserts the whole chunk without coming back to Python
+# for each row, so the interpreter lock is free meanwhile and a worker thread can look
+# the next chunk up (see services/geo.py).
 UPSERT_MANY_SQL = (
     "INSERT INTO geo_cache (ip, country_code, country_name, asn, as_org, origin, negative,"
     " first_resolved, last_resolved, last_seen)"
-    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-    " json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
-    " json_extract(value, '$[4]'), json_extract(value, '$[5]'),"
-    " json_extract(value, '$[6]'), ?1, ?1, ?1 FROM json_each(?2) WHERE true" + _ON_CONFLICT
+    " WITH answer AS MATERIALIZED (SELECT json_extract(value, '$[0]') AS country_code,"
+    " json_extract(value, '$[1]') AS country_name, json_extract(value, '$[2]') AS asn,"
+    " json_extract(value, '$[3]') AS as_org, json_extract(value, '$[4]') AS origin,"
+    " json_extract(value, '$[5]') AS negative, json_extract(value, '$[6]') AS ips"
+    " FROM json_each(?2))"
+    " SELECT address.value, country_code, country_name, asn, as_org, origin, negative,"
+    " ?1, ?1, ?1 FROM answer, json_each(answer.ips) AS address WHERE true" + _ON_CONFLICT
 )
 _SELECTED = (
     "ip, country_code, country_name, asn, as_org, origin, negative, first_resolved,"
@@ -64,24 +73,58 @@ OLD_CHUNK_SQL = (
     " ORDER BY ip LIMIT ?)"
 )
 DELETE_RANGE_SQL = "DELETE FROM geo_cache WHERE ip > ? AND ip <= ? AND last_seen < ?"
-class CachedGeo(NamedTuple):
-    """A cache row: what is known about an address, and when bangd learned and met it.
+_Row = tuple[str, str | None, str | None, int | None, str | None, str, bool, float, float, float]
 
-    A named tuple, like GeoInfo, because a bulk resolve makes one per address.
+
+class CachedGeo(_Row):
+    """A cache row: what is known about an address (`info`), and when bangd learned and
+    met it. Built as CachedGeo(info, first_resolved, last_resolved, last_seen).
+
+    One flat tuple of the row's ten columns, not a tuple holding a GeoInfo: a bulk resolve
+    keeps one per address, and the garbage collector walks every such object on each full
+    collection (tuple subclasses are never untracked), so one object per address instead
+    of two halves that work. `info` is built when asked for.
     """
 
-    info: GeoInfo
-    first_resolved: float
-    last_resolved: float
-    last_seen: float
+    __slots__ = ()
+
+    def __new__(
+        cls, info: GeoInfo, first_resolved: float, last_resolved: float, last_seen: float
+    ) -> CachedGeo:
+        return tuple.__new__(cls, (*info, first_resolved, last_resolved, last_seen))
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> CachedGeo:
-        """From a row of SELECT_MANY_SQL; by position, which is twice as fast as by name,
-        and through tuple.__new__, three times as fast as the named tuples' own __new__."""
-        new = tuple.__new__
-        info = new(GeoInfo, (row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6])))
-        return new(cls, (info, row[7], row[8], row[9]))
+    def from_row(cls, row: Sequence[Any]) -> CachedGeo:
+        """From a row of SELECT_MANY_SQL (its columns are this tuple's, in order)."""
+        return tuple.__new__(cls, row)
+
+    @property
+    def info(self) -> GeoInfo:
+        return tuple.__new__(GeoInfo, (*self[:6], bool(self[6])))
+
+    @property
+    def ip(self) -> str:
+        return self[0]
+
+    @property
+    def negative(self) -> bool:
+        return bool(self[6])
+
+    @property
+    def first_resolved(self) -> float:
+        return self[7]
+
+    @property
+    def last_resolved(self) -> float:
+        return self[8]
+
+    @property
+    def last_seen(self) -> float:
+        return self[9]
+
+    def __repr__(self) -> str:
+        return (f"CachedGeo({self.info!r}, first_resolved={self[7]!r}, "
+                f"last_resolved={self[8]!r}, last_seen={self[9]!r})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +133,9 @@ class OldChunk:
 
     count: int
     last: str
+
+
+_FIELDS = itemgetter(1, 2, 3, 4, 5, 6)  # a GeoInfo's fields after `ip`
 
 
 def _json_list(items: Iterable[Any]) -> str:
@@ -157,7 +203,8 @@ class GeoCacheStore:
         rest is `now`. GeoInfo's fields are the first seven columns, in order."""
         if not infos:
             return 0
-        return await self.db.execute(UPSERT_MANY_SQL, (now, _json_list(infos)))
+        groups = [[*fields, [info[0] for info in run]] for fields, run in groupby(infos, _FIELDS)]
+        return await self.db.execute(UPSERT_MANY_SQL, (now, _json_list(groups)))
 
     async def touch_many(self, ips: Sequence[str], now: float) -> int:
         """Set last_seen of the cached rows among `ips`; returns how many rows exist."""
