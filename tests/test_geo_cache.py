@@ -15,6 +15,7 @@ from bangd.store.geo import (
     TOUCH_MANY_SQL,
     UPSERT_MANY_SQL,
     CachedGeo,
+    CachedRows,
     GeoCacheStore,
 )
 from bangd.store.imports import APPLIED_MATCHES_SQL, AppliedMatch, ImportStore
@@ -145,13 +146,32 @@ async def test_address_set_statements_search_the_primary_key(
         assert "SEARCH geo_cache USING PRIMARY KEY (ip=?)" in detail
 
 
-async def test_get_many_with_seen_answers_rows_as_they_will_be_once_touched(
+async def test_get_rows_answers_plain_tuples_of_the_columns(store: GeoCacheStore) -> None:
+    await store.upsert(GOOGLE, T0)
+    [row] = (await store.get_rows(["8.8.8.8", "1.1.1.1"])).values()
+    assert type(row) is tuple
+    assert row == (*GOOGLE, T0, T0, T0)
+
+
+async def test_get_rows_with_seen_answers_rows_as_they_will_be_once_touched(
     store: GeoCacheStore,
 ) -> None:
     await store.upsert(GOOGLE, T0)
-    found = await store.get_many(["8.8.8.8"], seen=T0 + 5)
-    assert found == {"8.8.8.8": CachedGeo(GOOGLE, T0, T0, T0 + 5)}
+    found = await store.get_rows(["8.8.8.8"], seen=T0 + 5)
+    assert CachedRows(found) == {"8.8.8.8": CachedGeo(GOOGLE, T0, T0, T0 + 5)}
     assert await last_seen(store, "8.8.8.8") == T0
+
+
+def test_cached_rows_read_as_cached_geo() -> None:
+    rows = CachedRows({"8.8.8.8": (*GOOGLE[:6], 0, T0, T0 + 1, T0 + 2)})
+    row = rows["8.8.8.8"]
+    assert (row.info, row.first_resolved, row.last_resolved, row.last_seen) == (
+        GOOGLE, T0, T0 + 1, T0 + 2
+    )
+    assert row.info.negative is False
+    assert list(rows) == ["8.8.8.8"] and "8.8.8.8" in rows and "1.1.1.1" not in rows
+    assert rows.get("1.1.1.1") is None
+    assert "United States" in repr(rows)
 
 
 async def test_bulk_upsert_keeps_every_value_exactly(store: GeoCacheStore) -> None:

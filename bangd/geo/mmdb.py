@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import maxminddb
 
 from bangd.errors import GeoError
-from bangd.geo.model import ORIGIN_MMDB, GeoInfo
+from bangd.geo.model import ORIGIN_MMDB, GeoFields, GeoInfo
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,13 @@ class MmdbResolver:
         return self.lookup_many((ip,))[0]
 
     def lookup_many(self, ips: Iterable[str]) -> list[GeoInfo]:
-        """`lookup` for each address, answers in the same order.
+        """`lookup` for each address, answers in the same order."""
+        new = tuple.__new__
+        return [new(GeoInfo, fields) for fields in self.lookup_fields(ips)]
+
+    def lookup_fields(self, ips: Iterable[str]) -> list[GeoFields]:
+        """lookup_many for bulk callers: each answer a plain tuple of GeoInfo's fields,
+        which the garbage collector stops tracking (see bangd.store.geo.CachedRows).
 
         Each database remembers the network its last answer came from (the reader gives
         its prefix length), and an address inside that network takes the same answer
@@ -104,22 +110,21 @@ class MmdbResolver:
         # Where both databases' last networks overlap, and the answer there.
         first, last = 1, 0
         answer: _Fields = _NEGATIVE
-        answers: list[GeoInfo] = []
+        answers: list[GeoFields] = []
         append = answers.append
-        new = tuple.__new__  # GeoInfo's own __new__ is a Python function: 3x slower
         from_bytes = int.from_bytes
         for ip in ips:
             if ":" not in ip:  # IPv4, inline: nearly every address in a blocklist
                 try:
                     number = from_bytes(inet_pton(AF_INET, ip), "big")
                 except (OSError, ValueError):
-                    append(new(GeoInfo, (ip, *_NEGATIVE)))
+                    append((ip, *_NEGATIVE))
                     continue
                 key, bits = ip, 32
             else:
                 where = _locate_ipv6(ip)
                 if where is None:
-                    append(new(GeoInfo, (ip, *_NEGATIVE)))
+                    append((ip, *_NEGATIVE))
                     continue
                 key, number, bits = where
             if not first <= number <= last:
@@ -138,7 +143,7 @@ class MmdbResolver:
                 first, last = max(country.first, asn.first), min(country.last, asn.last)
                 if not first <= number <= last:  # a database remembered no network for it
                     first, last = 1, 0
-            append(new(GeoInfo, (ip, *answer)))
+            append((ip, *answer))
         return answers
 
     def _flag_corrupt(self, err: Exception) -> None:

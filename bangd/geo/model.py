@@ -13,6 +13,10 @@ ORIGIN_MMDB: Final = "mmdb"
 ORIGIN_IP_API: Final = "ip-api"
 
 
+GeoFields = tuple[str, str | None, str | None, int | None, str | None, str, bool]
+"""A GeoInfo's fields as a plain tuple, as bulk paths carry them (see bangd.store.geo)."""
+
+
 class GeoInfo(NamedTuple):
     """What is known about one address.
 

@@ -36,7 +36,7 @@ from bangd.config import GeoConfig, IpApiConfig
 from bangd.errors import GeoError, InvalidRequest
 from bangd.geo.ipapi import BATCH_LIMIT, IpApiClient, IpApiUnavailable
 from bangd.geo.mmdb import MmdbResolver
-from bangd.geo.model import GeoInfo
+from bangd.geo.model import GeoFields
 from bangd.services.lookup import (
     BANNED_IN_BUDGET,
     MAX_LOOKUP,
@@ -47,7 +47,7 @@ from bangd.services.lookup import (
     geo_reply,
     normalise_address,
 )
-from bangd.store.geo import CachedGeo, GeoCacheStore
+from bangd.store.geo import CachedRows, CacheRow, GeoCacheStore
 from bangd.store.imports import AppliedMatch, ImportStore
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,8 @@ class _Chunk:
     (`kept`: fresh hits, and stale rows nobody could answer now)."""
 
     now: float
-    cached: dict[str, CachedGeo]
-    answers: list[GeoInfo]
+    cached: dict[str, CacheRow]
+    answers: list[GeoFields]
     kept: list[str]
 
 
@@ -110,7 +110,7 @@ class GeoService:
         self._clock = clock
         self._chunk = chunk
         self._tasks: set[asyncio.Task[None]] = set()
-        self._threads: set[asyncio.Future[list[GeoInfo]]] = set()
+        self._threads: set[asyncio.Future[list[GeoFields]]] = set()
         self._warm_lock = asyncio.Lock()
         self._closed = False
 
@@ -125,9 +125,7 @@ class GeoService:
 
     # -- resolving -------------------------------------------------------------------------
 
-    async def resolve(
-        self, ips: Sequence[str], *, refresh_seen: bool = True
-    ) -> dict[str, CachedGeo]:
+    async def resolve(self, ips: Sequence[str], *, refresh_seen: bool = True) -> CachedRows:
         """What is known about each of `ips`, as now cached, keyed by address.
 
         `ips` are plain addresses in the form lists are stored in (as bangd's parser and
@@ -138,12 +136,12 @@ class GeoService:
         """
         if self._closed:
             raise RuntimeError("GeoService.resolve called after close()")
-        results: dict[str, CachedGeo] = {}
+        results: dict[str, CacheRow] = {}
         await self._resolve(ips, refresh_seen=refresh_seen, results=results)
-        return results
+        return CachedRows(results)
 
     async def _resolve(
-        self, ips: Sequence[str], *, refresh_seen: bool, results: dict[str, CachedGeo] | None
+        self, ips: Sequence[str], *, refresh_seen: bool, results: dict[str, CacheRow] | None
     ) -> int:
         """Resolve chunk by chunk; return how many rows were written.
 
@@ -168,7 +166,7 @@ class GeoService:
             now = self._clock()
             # With refresh_seen every cached row of the chunk ends up seen now (kept rows
             # are touched, answered ones rewritten): read them that way, ready to answer.
-            cached = await self.store.get_many(part, seen=now if refresh_seen else None)
+            cached = await self.store.get_rows(part, seen=now if refresh_seen else None)
             answering = asyncio.ensure_future(self._answer_chunk(part, cached, now, attempt))
             if answered is not None:
                 try:
@@ -182,7 +180,7 @@ class GeoService:
         return written
 
     async def _write(
-        self, chunk: _Chunk, refresh_seen: bool, results: dict[str, CachedGeo] | None
+        self, chunk: _Chunk, refresh_seen: bool, results: dict[str, CacheRow] | None
     ) -> int:
         """Write one answered chunk in one short transaction; put its rows in `results`."""
         touch = chunk.kept if refresh_seen else []
@@ -196,7 +194,7 @@ class GeoService:
         return len(chunk.answers)
 
     async def _answer_chunk(
-        self, part: list[str], cached: dict[str, CachedGeo], now: float, attempt: _Attempt
+        self, part: list[str], cached: dict[str, CacheRow], now: float, attempt: _Attempt
     ) -> _Chunk:
         stale = self._stale(cached, now)
         if stale:
@@ -207,23 +205,23 @@ class GeoService:
             missing = part
         answers = await self._ask_resolvers(missing, attempt) if missing else []
         if stale:
-            answered = {info.ip for info in answers}
+            answered = {info[0] for info in answers}
             kept = [ip for ip in cached if ip not in answered]
         else:
             kept = list(cached)
         return _Chunk(now, cached, answers, kept)
 
-    def _stale(self, cached: dict[str, CachedGeo], now: float) -> set[str]:
+    def _stale(self, cached: dict[str, CacheRow], now: float) -> set[str]:
         """The rows that may not answer without asking again; exactly at its TTL a row
         is stale. One pass, no call per row: it runs over every cache hit."""
         negative_ttl = self._negative_ttl
         positive_ttl = math.inf if self._positive_ttl is None else self._positive_ttl
         return {
-            ip for ip, row in cached.items()
-            if now - row.last_resolved >= (negative_ttl if row.negative else positive_ttl)
+            ip for ip, row in cached.items()  # row[6]: negative, row[8]: last_resolved
+            if now - row[8] >= (negative_ttl if row[6] else positive_ttl)
         }
 
-    async def _ask_resolvers(self, ips: list[str], attempt: _Attempt) -> list[GeoInfo]:
+    async def _ask_resolvers(self, ips: list[str], attempt: _Attempt) -> list[GeoFields]:
         """Answers worth caching for `ips`: MMDB's, then ip-api's for what MMDB lacks.
 
         MMDB negatives are final only when ip-api is not configured; otherwise ip-api's
@@ -235,27 +233,27 @@ class GeoService:
         found = await self._ask_mmdb(ips)
         if self._ipapi is None:
             return found
-        known = [info for info in found if not info.negative]
-        unknown = [info.ip for info in found if info.negative]
+        known = [info for info in found if not info[6]]  # [6]: negative
+        unknown = [info[0] for info in found if info[6]]
         return known + await self._ask_ipapi(unknown, attempt)
 
-    async def _ask_mmdb(self, ips: list[str]) -> list[GeoInfo]:
+    async def _ask_mmdb(self, ips: list[str]) -> list[GeoFields]:
         """MMDB answers from a worker thread (about 30 ms per 5,000 addresses).
 
         The thread's future is shielded and remembered, so a cancelled caller cannot
         let close() unmap the files under a lookup still running.
         """
         assert self._mmdb is not None
-        future = asyncio.ensure_future(asyncio.to_thread(self._mmdb.lookup_many, ips))
+        future = asyncio.ensure_future(asyncio.to_thread(self._mmdb.lookup_fields, ips))
         self._threads.add(future)
         future.add_done_callback(self._threads.discard)
         return await asyncio.shield(future)
 
-    async def _ask_ipapi(self, ips: list[str], attempt: _Attempt) -> list[GeoInfo]:
+    async def _ask_ipapi(self, ips: list[str], attempt: _Attempt) -> list[GeoFields]:
         """ip-api answers, one call per batch so other callers (a user's lookup) can get
         between a long warming's batches; stops at the first "try later"."""
         assert self._ipapi is not None
-        answers: list[GeoInfo] = []
+        answers: list[GeoFields] = []
         for start in range(0, len(ips), BATCH_LIMIT):
             if attempt.ipapi_failed:
                 break
@@ -409,7 +407,7 @@ async def _abandon(task: asyncio.Future[_Chunk]) -> None:
         task.exception()  # retrieved, so that asyncio does not report it as lost
 
 
-def _collect(results: dict[str, CachedGeo], chunk: _Chunk) -> None:
+def _collect(results: dict[str, CacheRow], chunk: _Chunk) -> None:
     """Put the chunk's rows, as they now are in the table, into `results`."""
     cached, now = chunk.cached, chunk.now
     if len(chunk.kept) == len(cached):
@@ -417,15 +415,14 @@ def _collect(results: dict[str, CachedGeo], chunk: _Chunk) -> None:
     else:
         for ip in chunk.kept:
             results[ip] = cached[ip]
-    new = tuple.__new__  # CachedGeo's columns, without a call of its own __new__ per row
     times = (now, now, now)
     if not cached:
-        results.update({info[0]: new(CachedGeo, info + times) for info in chunk.answers})
+        results.update({info[0]: (*info, *times) for info in chunk.answers})
         return
     for info in chunk.answers:
-        old = cached.get(info.ip)
-        first = now if old is None else old.first_resolved
-        results[info.ip] = new(CachedGeo, (*info, first, now, now))
+        old = cached.get(info[0])
+        first = now if old is None else old[7]  # [7]: first_resolved
+        results[info[0]] = (*info, first, now, now)
 
 
 def make_ipapi(
