@@ -35,7 +35,7 @@ _ON_CONFLICT = (
 # statement starts with INSERT so that Python's sqlite3 reports its rowcount.
 # One statement per chunk: SQLite inserts the whole chunk without coming back to Python
 # for each row, so the interpreter lock is free meanwhile and a worker thread can look
-# the next chunk up (see services/geo.py).
+# the next chunk up (see bangd/services/geo/chain.py).
 UPSERT_MANY_SQL = (
     "INSERT INTO geo_cache (ip, country_code, country_name, asn, as_org, origin, negative,"
     " first_resolved, last_resolved, last_seen)"

@@ -1,7 +1,7 @@
-"""Geolocation for bangd: the cache in front of the resolvers, warming after imports, and
-what `bangctl lookup` / `bangctl cache stats` show.
+"""The geo cache in front of the resolvers: what is known about many addresses, asking
+the resolvers only for what the cache cannot answer.
 
-The resolver chain, per address:
+The chain, per address:
 
 1. a fresh cache row. Positive rows are fresh for `positive_ttl` (30 days by default:
    MaxMind and DB-IP publish monthly, so older answers are worth asking again when the
@@ -16,8 +16,7 @@ said they are unknown, so the next resolve asks again. Such addresses are missin
 `resolve`'s answer.
 
 Writes are bulk upserts, one short transaction per chunk, and every one of them sets
-`last_seen`, as does meeting a cached address again (resolve with refresh_seen, lookup,
-an import of a source that lists it).
+`last_seen`, as does meeting a cached address again (resolve with refresh_seen).
 """
 
 from __future__ import annotations
@@ -28,27 +27,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import aiohttp
-
-from bangd.config import GeoConfig, IpApiConfig
-from bangd.errors import GeoError, InvalidRequest
+from bangd.errors import GeoError
 from bangd.geo.ipapi import BATCH_LIMIT, IpApiClient, IpApiUnavailable
 from bangd.geo.mmdb import MmdbResolver
 from bangd.geo.model import GeoFields
-from bangd.services.lookup import (
-    BANNED_IN_BUDGET,
-    MAX_LOOKUP,
-    BannedIn,
-    Listings,
-    ask_banned_in,
-    covering_map,
-    geo_reply,
-    normalise_address,
-)
 from bangd.store.geo import CachedRows, CacheRow, GeoCacheStore
-from bangd.store.imports import AppliedMatch, ImportStore
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +40,7 @@ DAY = 86400.0
 POSITIVE_TTL = 30 * DAY
 DEFAULT_CHUNK = 5000
 CLOSE_GRACE = 10.0  # longest wait for an MMDB chunk already running in a thread
+
 
 @dataclass
 class _Attempt:
@@ -75,12 +60,11 @@ class _Chunk:
     kept: list[str]
 
 
-class GeoService:
-    """The resolver chain over the cache; one instance per daemon.
-
-    The service owns the resolvers it is given: `close()` cancels background warming and
-    closes the MMDB files. `chunk` bounds how many addresses one step handles, so that
-    the event loop, the write lock and the memory of one step stay small.
+class GeoResolver:
+    """The resolver chain over the cache. It owns the resolvers it is given: `close()`
+    waits for MMDB lookups in flight and closes the files. `chunk` bounds how many
+    addresses one step handles, so that the event loop, the write lock and the memory
+    of one step stay small.
     """
 
     def __init__(
@@ -93,25 +77,20 @@ class GeoService:
         clock: Callable[[], float] = time.time,
         chunk: int = DEFAULT_CHUNK,
         positive_ttl: float | None = POSITIVE_TTL,
-        listings: Listings | None = None,
     ) -> None:
-        """`positive_ttl` None keeps positive rows fresh forever. `listings` defaults to
-        the import ledger in the same database."""
+        """`positive_ttl` None keeps positive rows fresh forever."""
         if chunk < 1:
             raise ValueError("chunk must be at least 1")
         if negative_ttl < 0 or (positive_ttl is not None and positive_ttl < 0):
             raise ValueError("negative_ttl and positive_ttl must be >= 0")
         self.store = store
-        self._ledger = listings if listings is not None else ImportStore(store.db)
         self._mmdb = mmdb
         self._ipapi = ipapi
         self._negative_ttl = negative_ttl
         self._positive_ttl = positive_ttl
         self._clock = clock
         self._chunk = chunk
-        self._tasks: set[asyncio.Task[None]] = set()
         self._threads: set[asyncio.Future[list[GeoFields]]] = set()
-        self._warm_lock = asyncio.Lock()
         self._closed = False
 
     @property
@@ -123,8 +102,6 @@ class GeoService:
     def mmdb_corrupt(self) -> bool:
         return self._mmdb is not None and self._mmdb.corrupt
 
-    # -- resolving -------------------------------------------------------------------------
-
     async def resolve(self, ips: Sequence[str], *, refresh_seen: bool = True) -> CachedRows:
         """What is known about each of `ips`, as now cached, keyed by address.
 
@@ -135,10 +112,23 @@ class GeoService:
         unless an older row exists: that row is answered and kept. Not after close().
         """
         if self._closed:
-            raise RuntimeError("GeoService.resolve called after close()")
+            raise RuntimeError("GeoResolver.resolve called after close()")
         results: dict[str, CacheRow] = {}
         await self._resolve(ips, refresh_seen=refresh_seen, results=results)
         return CachedRows(results)
+
+    async def refresh(self, ips: Sequence[str]) -> int:
+        """Resolve `ips` into the cache without answering (warming); cached hits are seen
+        now. Returns how many rows were written."""
+        return await self._resolve(ips, refresh_seen=True, results=None)
+
+    async def close(self) -> None:
+        """Stop new chunks, wait for MMDB lookups in flight, close the MMDB; idempotent."""
+        self._closed = True
+        if self._threads:
+            await asyncio.wait(list(self._threads), timeout=CLOSE_GRACE)
+        if self._mmdb is not None:
+            self._mmdb.close()
 
     async def _resolve(
         self, ips: Sequence[str], *, refresh_seen: bool, results: dict[str, CacheRow] | None
@@ -268,136 +258,6 @@ class GeoService:
                             unanswered, err)
         return answers
 
-    # -- importer hooks --------------------------------------------------------------------
-
-    async def on_banned(self, source: str, addresses: Sequence[str]) -> None:
-        """Importer hook after a completed import: returns at once; in the background,
-        refreshes last_seen of everything `source` lists and resolves the new single
-        addresses (CIDR entries are never resolved)."""
-        if self._closed:
-            return
-        task = asyncio.create_task(
-            self._after_import(source, list(addresses)), name=f"geo-warm:{source}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def on_unchanged(self, source: str) -> None:
-        """Importer hook for an unchanged import: one bulk last_seen refresh, no lookups."""
-        await self._refresh_source(source)
-
-    async def warm(self, source: str, addresses: list[str]) -> None:
-        """Resolve `addresses` (single addresses; CIDRs are skipped) into the cache.
-
-        Never raises (except on cancellation): warming is a courtesy to later lookups,
-        and an import must not fail because of it. One warming runs at a time.
-        """
-        singles = [entry for entry in addresses if "/" not in entry]
-        if not singles or not self.has_resolvers:
-            return
-        try:
-            async with self._warm_lock:
-                started = time.monotonic()
-                written = await self._resolve(singles, refresh_seen=True, results=None)
-            log.info("geo warm source=%s addresses=%d written=%d took=%.2fs",
-                     source, len(singles), written, time.monotonic() - started)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("geo warm source=%s failed; addresses resolve on lookup", source)
-
-    async def _after_import(self, source: str, addresses: list[str]) -> None:
-        await self._refresh_source(source)
-        await self.warm(source, addresses)
-
-    async def _refresh_source(self, source: str) -> None:
-        """Mark every cached address `source` lists as seen now; never raises."""
-        try:
-            touched = await self._ledger.mark_listed_seen(source, self._clock())
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("geo last_seen refresh for source=%s failed", source)
-            return
-        log.debug("geo last_seen refreshed source=%s rows=%d", source, touched)
-
-    async def drain(self, grace: float) -> bool:
-        """Wait up to `grace` s for background warming to finish; True if it did.
-
-        For an orderly stop (let warming land before closing) and for tests.
-        """
-        tasks = list(self._tasks)
-        if not tasks:
-            return True
-        _, pending = await asyncio.wait(tasks, timeout=grace)
-        return not pending
-
-    async def close(self) -> None:
-        """Cancel background warming, wait for MMDB threads, close the MMDB; idempotent."""
-        self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._threads:
-            await asyncio.wait(list(self._threads), timeout=CLOSE_GRACE)
-        if self._mmdb is not None:
-            self._mmdb.close()
-
-    # -- control commands ------------------------------------------------------------------
-
-    async def lookup(
-        self, ips: Sequence[str], *, banned_in: BannedIn | None = None
-    ) -> list[dict[str, Any]]:
-        """`bangctl lookup`: one JSON-ready dict per distinct address, in the order given.
-
-        Raises InvalidRequest (a ValueError) naming the first argument that is not an IP
-        address. Looking an address up counts as seeing it (last_seen is refreshed).
-        `sources` lists the applied entries that are the address itself or a network containing it.
-        `banned_in` (the daemon asks fail2ban) is called once per address; when it fails,
-        `banned_in` is None and `banned_in_error` says why.
-        """
-        if not ips:
-            raise InvalidRequest("lookup needs at least one IP address")
-        if len(ips) > MAX_LOOKUP:
-            raise InvalidRequest(f"at most {MAX_LOOKUP} addresses per lookup, got {len(ips)}")
-        addresses = list(dict.fromkeys(normalise_address(ip) for ip in ips))
-        resolved = await self.resolve(addresses)
-        started = time.monotonic()
-        listings = await self._listings(addresses)
-        now = self._clock()
-        replies = []
-        for address in addresses:
-            reply = geo_reply(address, resolved.get(address), now)
-            reply["sources"] = [
-                {"source": m.source, "jail": m.jail, "entry": m.entry}
-                for m in listings.get(address, [])
-            ]
-            if time.monotonic() - started < BANNED_IN_BUDGET:
-                reply.update(await ask_banned_in(banned_in, address))
-            else:
-                reply.update({"banned_in": None, "jail_errors": {},
-                              "banned_in_error": "not asked: this lookup took too long"})
-            replies.append(reply)
-        return replies
-
-    async def _listings(self, addresses: list[str]) -> dict[str, list[AppliedMatch]]:
-        """Applied entries equal to each address or to a network containing it.
-
-        Lists store networks with host bits cleared, so the networks containing an
-        address are exactly its 33 (IPv4) or 129 (IPv6) prefixes: key searches, no scan.
-        """
-        covering = await asyncio.to_thread(covering_map, addresses)
-        found: dict[str, list[AppliedMatch]] = {}
-        for match in await self._ledger.applied_matches(list(covering)):
-            for address in covering[match.entry]:
-                found.setdefault(address, []).append(match)
-        return found
-
-    async def stats(self) -> dict[str, Any]:
-        """`bangctl cache stats`: rows, negative rows, last_seen range, rows per origin."""
-        return await self.store.stats()
-
 
 async def _abandon(task: asyncio.Future[_Chunk]) -> None:
     """Cancel a chunk's lookup that will not be written, and wait for it to end."""
@@ -423,31 +283,3 @@ def _collect(results: dict[str, CacheRow], chunk: _Chunk) -> None:
         old = cached.get(info[0])
         first = now if old is None else old[7]  # [7]: first_resolved
         results[info[0]] = (*info, first, now, now)
-
-
-def make_ipapi(
-    ip_api: IpApiConfig, session: aiohttp.ClientSession | None
-) -> IpApiClient | None:
-    """The ip-api client `geo.ip_api` asks for, or None. Keep it for the daemon's life:
-    it carries the X-Rl/X-Ttl budget, which a fresh client would not know was spent."""
-    if not ip_api.enabled:
-        return None
-    if session is None:
-        raise ValueError("geo.ip_api.enabled needs an aiohttp session")
-    return IpApiClient(session, ip_api.url, timeout=ip_api.timeout)
-
-
-def build_geo_service(
-    geo_config: GeoConfig,
-    store: GeoCacheStore,
-    ipapi: IpApiClient | None,
-    clock: Callable[[], float] = time.time,
-) -> GeoService:
-    """The GeoService `geo:` asks for. Opens the MMDB files now, so a missing or wrong
-    file fails at once (GeoError naming geo.mmdb / geo.asn_mmdb and the file)."""
-    mmdb = None
-    if geo_config.mmdb is not None or geo_config.asn_mmdb is not None:
-        mmdb = MmdbResolver(geo_config.mmdb, geo_config.asn_mmdb)
-    return GeoService(
-        store, mmdb=mmdb, ipapi=ipapi, negative_ttl=geo_config.negative_ttl, clock=clock
-    )
