@@ -146,24 +146,42 @@ async def test_address_set_statements_search_the_primary_key(
         assert "SEARCH geo_cache USING PRIMARY KEY (ip=?)" in detail
 
 
-async def test_get_rows_answers_plain_tuples_of_the_columns(store: GeoCacheStore) -> None:
-    await store.upsert(GOOGLE, T0)
-    [row] = (await store.get_rows(["8.8.8.8", "1.1.1.1"])).values()
-    assert type(row) is tuple
-    assert row == (*GOOGLE, T0, T0, T0)
+async def test_get_runs_answers_rows_alike_as_one_run_of_plain_tuples(
+    store: GeoCacheStore,
+) -> None:
+    other = GeoInfo("8.8.4.4", *GOOGLE[1:])
+    await store.upsert_many([GOOGLE, other], T0)
+    await store.upsert(QUAD9, T0 + 1)
+    runs = await store.get_runs(["8.8.8.8", "8.8.4.4", "9.9.9.9", "1.1.1.1"])
+    assert sorted((answer, sorted(run)) for answer, run in runs) == [
+        ((*QUAD9[1:6], 0, T0 + 1, T0 + 1, T0 + 1), ["9.9.9.9"]),
+        ((*GOOGLE[1:6], 0, T0, T0, T0), ["8.8.4.4", "8.8.8.8"]),
+    ]
+    assert all(type(answer) is tuple for answer, _ in runs)
 
 
-async def test_get_rows_with_seen_answers_rows_as_they_will_be_once_touched(
+async def test_get_runs_with_seen_answers_rows_as_they_will_be_once_touched(
     store: GeoCacheStore,
 ) -> None:
     await store.upsert(GOOGLE, T0)
-    found = await store.get_rows(["8.8.8.8"], seen=T0 + 5)
-    assert CachedRows(found) == {"8.8.8.8": CachedGeo(GOOGLE, T0, T0, T0 + 5)}
+    await store.upsert(QUAD9, T0 + 1)
+    runs = await store.get_runs(["8.8.8.8", "9.9.9.9"], seen=T0 + 5)
+    assert sorted(runs) == [
+        ((*QUAD9[1:6], 0, T0 + 1, T0 + 1, T0 + 5), ["9.9.9.9"]),
+        ((*GOOGLE[1:6], 0, T0, T0, T0 + 5), ["8.8.8.8"]),
+    ]
     assert await last_seen(store, "8.8.8.8") == T0
 
 
+async def test_rows_differing_only_in_a_time_are_separate_runs(store: GeoCacheStore) -> None:
+    await store.upsert(GOOGLE, T0)
+    await store.upsert(GeoInfo("8.8.4.4", *GOOGLE[1:]), T0 + 1)
+    assert len(await store.get_runs(["8.8.8.8", "8.8.4.4"])) == 2
+    assert len(await store.get_runs(["8.8.8.8", "8.8.4.4"], seen=T0 + 2)) == 2
+
+
 def test_cached_rows_read_as_cached_geo() -> None:
-    rows = CachedRows({"8.8.8.8": (*GOOGLE[:6], 0, T0, T0 + 1, T0 + 2)})
+    rows = CachedRows({"8.8.8.8": (*GOOGLE[1:6], 0, T0, T0 + 1, T0 + 2)})
     row = rows["8.8.8.8"]
     assert (row.info, row.first_resolved, row.last_resolved, row.last_seen) == (
         GOOGLE, T0, T0 + 1, T0 + 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import maxminddb
@@ -272,3 +273,15 @@ def test_an_ipv4_compatible_ipv6_address_is_not_answered_from_an_ipv4_network(
     with MmdbResolver(nested["country4"], None) as resolver:
         v4, v6 = resolver.lookup_many(["45.10.1.1", "::45.10.1.1"])
     assert (v4.country_code, v6.country_code) == ("FR", None)
+
+
+def test_runs_hold_each_address_once_in_order_with_its_answer(nested: dict[str, str]) -> None:
+    with MmdbResolver(nested["country"], nested["asn"]) as resolver:
+        runs = resolver.lookup_runs(RUNS)
+        single = {ip: resolver.lookup(ip) for ip in RUNS}
+    assert [ip for _, run in runs for ip in run] == RUNS
+    assert all(run for _, run in runs)
+    for answer, run in runs:
+        assert all(single[ip] == (ip, *answer) for ip in run)
+    # neighbours with equal answers share one run
+    assert all(a != b for (a, _), (b, _) in pairwise(runs))

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import maxminddb
 
 from bangd.errors import GeoError
-from bangd.geo.model import ORIGIN_MMDB, GeoFields, GeoInfo
+from bangd.geo.model import ORIGIN_MMDB, GeoAnswer, GeoInfo, Run
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +89,18 @@ class MmdbResolver:
     def lookup_many(self, ips: Iterable[str]) -> list[GeoInfo]:
         """`lookup` for each address, answers in the same order."""
         new = tuple.__new__
-        return [new(GeoInfo, fields) for fields in self.lookup_fields(ips)]
+        return [new(GeoInfo, (ip, *answer)) for answer, run in self.lookup_runs(ips) for ip in run]
 
-    def lookup_fields(self, ips: Iterable[str]) -> list[GeoFields]:
-        """lookup_many for bulk callers: each answer a plain tuple of GeoInfo's fields,
-        which the garbage collector stops tracking (see bangd.store.geo.CachedRows).
+    def lookup_runs(self, ips: Iterable[str]) -> list[Run]:
+        """lookup_many for bulk callers: the addresses in the order given, cut into runs
+        that got the same answer (a Run each).
 
         Each database remembers the network its last answer came from (the reader gives
-        its prefix length), and an address inside that network takes the same answer
-        without a lookup: in a list sorted by address (resolve sends key order) the
-        addresses of one network come in runs. Written flat, because it runs once per
-        address in bulk imports: each Python call saved is measurable against the C
-        lookup.
+        its prefix length), and an address inside both databases' last networks takes
+        the last answer without a lookup: in a list sorted by address (resolve sends key
+        order) the addresses of one network come in runs. Written flat, because it runs
+        once per address in bulk imports: each Python call saved is measurable against
+        the C lookup.
         """
         if self._closed:
             # A negative answer here would be cached as "nothing known" for negative_ttl.
@@ -109,42 +109,54 @@ class MmdbResolver:
         asn = _Network(self, self._asn, self._asn_ipv4_only, _asn_fields)
         # Where both databases' last networks overlap, and the answer there.
         first, last = 1, 0
-        answer: _Fields = _NEGATIVE
-        answers: list[GeoFields] = []
-        append = answers.append
+        answer: GeoAnswer = _NEGATIVE
+        runs: list[Run] = []
+        run_answer: GeoAnswer | None = None
+        run: list[str] = []
         from_bytes = int.from_bytes
         for ip in ips:
+            this = _NEGATIVE
+            key, number, bits = ip, -1, 32
             if ":" not in ip:  # IPv4, inline: nearly every address in a blocklist
                 try:
                     number = from_bytes(inet_pton(AF_INET, ip), "big")
                 except (OSError, ValueError):
-                    append((ip, *_NEGATIVE))
-                    continue
-                key, bits = ip, 32
+                    number = -1  # not an address: negative
             else:
                 where = _locate_ipv6(ip)
-                if where is None:
-                    append((ip, *_NEGATIVE))
-                    continue
-                key, number, bits = where
-            if not first <= number <= last:
-                if country.first <= number <= country.last:
-                    code, name = country.fields
-                else:
-                    code, name = country.find(key, number, bits)
-                if asn.first <= number <= asn.last:
-                    asn_number, as_org = asn.fields
-                else:
-                    asn_number, as_org = asn.find(key, number, bits)
-                if code is None and name is None and asn_number is None and as_org is None:
-                    answer = _NEGATIVE
-                else:
-                    answer = (code, name, asn_number, as_org, ORIGIN_MMDB, False)
-                first, last = max(country.first, asn.first), min(country.last, asn.last)
-                if not first <= number <= last:  # a database remembered no network for it
-                    first, last = 1, 0
-            append((ip, *answer))
-        return answers
+                if where is not None:
+                    key, number, bits = where
+            if number >= 0:
+                if not first <= number <= last:
+                    answer = self._answer(country, asn, key, number, bits)
+                    first, last = max(country.first, asn.first), min(country.last, asn.last)
+                    if not first <= number <= last:  # a database remembered no network
+                        first, last = 1, 0
+                this = answer
+            if this is not run_answer:
+                if this != run_answer:
+                    run = []
+                    runs.append((this, run))
+                run_answer = this
+            run.append(ip)
+        return runs
+
+    @staticmethod
+    def _answer(
+        country: _Network, asn: _Network, key: str, number: int, bits: int
+    ) -> GeoAnswer:
+        """Both databases' answer for an address outside their shared last network."""
+        if country.first <= number <= country.last:
+            code, name = country.fields
+        else:
+            code, name = country.find(key, number, bits)
+        if asn.first <= number <= asn.last:
+            asn_number, as_org = asn.fields
+        else:
+            asn_number, as_org = asn.find(key, number, bits)
+        if code is None and name is None and asn_number is None and as_org is None:
+            return _NEGATIVE
+        return (code, name, asn_number, as_org, ORIGIN_MMDB, False)
 
     def _flag_corrupt(self, err: Exception) -> None:
         """A lookup hit a broken data section: set `corrupt` (shown in status), log once."""
@@ -155,8 +167,7 @@ class MmdbResolver:
 
 
 _NOTHING: tuple[None, None] = (None, None)
-_Fields = tuple[str | None, str | None, int | None, str | None, str, bool]
-_NEGATIVE: _Fields = (None, None, None, None, ORIGIN_MMDB, True)  # GeoInfo's after `ip`
+_NEGATIVE: GeoAnswer = (None, None, None, None, ORIGIN_MMDB, True)
 _IPV6 = 1 << 128  # added to IPv6 numbers, so no IPv6 address falls in an IPv4 network
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 

@@ -13,8 +13,13 @@ ORIGIN_MMDB: Final = "mmdb"
 ORIGIN_IP_API: Final = "ip-api"
 
 
-GeoFields = tuple[str, str | None, str | None, int | None, str | None, str, bool]
-"""A GeoInfo's fields as a plain tuple, as bulk paths carry them (see bangd.store.geo)."""
+GeoAnswer = tuple[str | None, str | None, int | None, str | None, str, bool]
+"""What a source says about an address, without the address: GeoInfo's fields after `ip`."""
+
+Run = tuple[GeoAnswer, list[str]]
+"""Addresses that got the same answer. Bulk paths carry answers so (one answer per network
+of an MMDB, say), as plain tuples, which Python's garbage collector stops tracking once it
+has seen them (it tracks every GeoInfo, like any tuple subclass, as long as it lives)."""
 
 
 class GeoInfo(NamedTuple):

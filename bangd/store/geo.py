@@ -18,7 +18,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from bangd.geo.model import GeoFields, GeoInfo
+from bangd.geo.model import GeoInfo, Run
 from bangd.store.db import Database
 
 _ON_CONFLICT = (
@@ -47,20 +47,25 @@ UPSERT_MANY_SQL = (
     " SELECT address.value, country_code, country_name, asn, as_org, origin, negative,"
     " ?1, ?1, ?1 FROM answer, json_each(answer.ips) AS address WHERE true" + _ON_CONFLICT
 )
-_SELECTED = (
-    "ip, country_code, country_name, asn, as_org, origin, negative, first_resolved,"
+_ALIKE = (
+    "country_code, country_name, asn, as_org, origin, negative, first_resolved,"
     " last_resolved"
 )
-# The address list drives the join (CROSS JOIN keeps that order): one primary-key search
-# per address, cheaper than `ip IN (SELECT ...)`, which first builds an index of the list.
+# Cached rows come back as runs too: one result row per set of rows alike but for the
+# address, with those addresses as a JSON array, so that reading 100k rows does not make
+# 100k sqlite3.Row objects (and their ten values each) for the collector to walk. The
+# address list drives the join (CROSS JOIN keeps that order): one primary-key search per
+# address, cheaper than `ip IN (SELECT ...)`, which first builds an index of the list.
 SELECT_MANY_SQL = (
-    f"SELECT {_SELECTED}, last_seen FROM json_each(?)"
+    f"SELECT {_ALIKE}, last_seen, json_group_array(ip) FROM json_each(?)"
     " CROSS JOIN geo_cache ON geo_cache.ip = json_each.value"
+    f" GROUP BY {_ALIKE}, last_seen"
 )
-# The same rows with last_seen given, for a caller that sets it in the same transaction.
+# The same with last_seen given, for a caller that sets it in the same transaction.
 SELECT_MANY_SEEN_SQL = (
-    f"SELECT {_SELECTED}, ? FROM json_each(?)"
+    f"SELECT {_ALIKE}, ?, json_group_array(ip) FROM json_each(?)"
     " CROSS JOIN geo_cache ON geo_cache.ip = json_each.value"
+    f" GROUP BY {_ALIKE}"
 )
 TOUCH_MANY_SQL = (
     "UPDATE geo_cache SET last_seen = ? WHERE ip IN (SELECT value FROM json_each(?))"
@@ -73,8 +78,19 @@ OLD_CHUNK_SQL = (
     " ORDER BY ip LIMIT ?)"
 )
 DELETE_RANGE_SQL = "DELETE FROM geo_cache WHERE ip > ? AND ip <= ? AND last_seen < ?"
-CacheRow = tuple[str, str | None, str | None, int | None, str | None, str, int, float, float, float]
-"""A geo_cache row as a plain tuple, its ten columns in table order (`negative` 0 or 1)."""
+CachedAnswer = tuple[
+    str | None, str | None, int | None, str | None, str, int, float, float, float
+]
+"""A cache row without its address, as a plain tuple: GeoAnswer's fields (`negative` 0 or
+1), then first_resolved, last_resolved, last_seen."""
+
+CachedRun = tuple[CachedAnswer, list[str]]
+"""Cached addresses whose rows are alike but for the address."""
+
+CacheRow = tuple[
+    str, str | None, str | None, int | None, str | None, str, int, float, float, float
+]
+"""A geo_cache row as a plain tuple, its ten columns in table order."""
 
 
 class CachedGeo(CacheRow):
@@ -127,8 +143,8 @@ class CachedGeo(CacheRow):
 
 
 class CachedRows(Mapping[str, CachedGeo]):
-    """Cache rows keyed by address, kept as plain CacheRow tuples and read as CachedGeo:
-    what a bulk resolve answers.
+    """Cache rows keyed by address, kept as each address's CachedAnswer (one shared tuple
+    for a run of rows alike) and read as CachedGeo: what a bulk resolve answers.
 
     Python's garbage collector stops tracking a plain tuple of plain values the first time
     it meets one, but tracks every tuple subclass (CachedGeo, GeoInfo) for as long as it
@@ -139,11 +155,11 @@ class CachedRows(Mapping[str, CachedGeo]):
 
     __slots__ = ("_rows",)
 
-    def __init__(self, rows: dict[str, CacheRow]) -> None:
+    def __init__(self, rows: dict[str, CachedAnswer]) -> None:
         self._rows = rows
 
     def __getitem__(self, ip: str) -> CachedGeo:
-        return tuple.__new__(CachedGeo, self._rows[ip])
+        return tuple.__new__(CachedGeo, (ip, *self._rows[ip]))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._rows)
@@ -166,12 +182,7 @@ class OldChunk:
     last: str
 
 
-# Rows are fetched this many at a time: sqlite3 hands each over as a Row, an object the
-# garbage collector tracks, and a batch that outlives a few collections gets promoted
-# to the oldest generation, whose collections walk everything (5,000 at a time made the
-# collector a fifth of reading 100k cached rows).
-FETCH_BATCH = 1000
-_FIELDS = itemgetter(1, 2, 3, 4, 5, 6)  # a GeoInfo's fields after `ip`
+_ANSWER = itemgetter(1, 2, 3, 4, 5, 6)  # a GeoInfo's fields after `ip`
 
 
 def _json_list(items: Iterable[Any]) -> str:
@@ -189,25 +200,29 @@ class GeoCacheStore:
 
     async def get_many(self, ips: Sequence[str]) -> dict[str, CachedGeo]:
         """The cached rows of those `ips` that have one, keyed by address."""
-        return {ip: CachedGeo.from_row(row) for ip, row in (await self.get_rows(ips)).items()}
+        new = tuple.__new__
+        return {
+            ip: new(CachedGeo, (ip, *answer))
+            for answer, run in await self.get_runs(ips) for ip in run
+        }
 
-    async def get_rows(
+    async def get_runs(
         self, ips: Sequence[str], *, seen: float | None = None
-    ) -> dict[str, CacheRow]:
-        """get_many for bulk callers: plain tuples (see CachedRows).
+    ) -> list[CachedRun]:
+        """get_many for bulk callers (one statement): the cached rows among `ips`, as runs
+        of addresses whose rows are alike but for the address, in no particular order.
 
         With `seen`, each row comes back with that last_seen: for a caller about to set it
-        (touch_many or upsert_many in its write), which then needs no second copy per row.
+        (touch_many or upsert_runs in its write), which then needs no second copy per row.
         """
-        found: dict[str, CacheRow] = {}
-        for start in range(0, len(ips), FETCH_BATCH):
-            part = _json_list(ips[start : start + FETCH_BATCH])
-            if seen is None:
-                rows = await self.db.fetchall(SELECT_MANY_SQL, (part,))
-            else:
-                rows = await self.db.fetchall(SELECT_MANY_SEEN_SQL, (seen, part))
-            found.update({row[0]: tuple(row) for row in rows})
-        return found
+        if not ips:
+            return []
+        if seen is None:
+            rows = await self.db.fetchall(SELECT_MANY_SQL, (_json_list(ips),))
+        else:
+            rows = await self.db.fetchall(SELECT_MANY_SEEN_SQL, (seen, _json_list(ips)))
+        loads = json.loads
+        return [(tuple(row)[:9], loads(row[9])) for row in rows]
 
     async def get(self, ip: str) -> CachedGeo | None:
         return (await self.get_many([ip])).get(ip)
@@ -240,13 +255,17 @@ class GeoCacheStore:
         """Store "nothing known about `ip`" as answered by `origin`."""
         await self.upsert(GeoInfo(ip, None, None, None, None, origin, True), now)
 
-    async def upsert_many(self, infos: Sequence[GeoFields], now: float) -> int:
-        """Store answers (GeoInfo, or its fields as a plain tuple: the first seven columns,
-        in order) in one statement; an existing row keeps its first_resolved, the rest is
-        `now`."""
-        if not infos:
+    async def upsert_many(self, infos: Sequence[GeoInfo], now: float) -> int:
+        """Store answers in one statement; an existing row keeps its first_resolved, the
+        rest is `now`."""
+        runs = [(answer, [info[0] for info in run]) for answer, run in groupby(infos, _ANSWER)]
+        return await self.upsert_runs(runs, now)
+
+    async def upsert_runs(self, runs: Sequence[Run], now: float) -> int:
+        """upsert_many for bulk callers: each run's addresses get its answer."""
+        if not runs:
             return 0
-        groups = [[*fields, [info[0] for info in run]] for fields, run in groupby(infos, _FIELDS)]
+        groups = [[*answer, run] for answer, run in runs]
         return await self.db.execute(UPSERT_MANY_SQL, (now, _json_list(groups)))
 
     async def touch_many(self, ips: Sequence[str], now: float) -> int:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from bangd.errors import GeoError
 from bangd.geo.ipapi import BATCH_LIMIT, IpApiClient, IpApiUnavailable
 from bangd.geo.mmdb import MmdbResolver
-from bangd.geo.model import GeoFields
-from bangd.store.geo import CachedRows, CacheRow, GeoCacheStore
+from bangd.geo.model import GeoInfo, Run
+from bangd.store.geo import CachedAnswer, CachedRows, CachedRun, GeoCacheStore
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,17 @@ class _Attempt:
 
 @dataclass(frozen=True)
 class _Chunk:
-    """One chunk, answered: the rows to write, and the cached rows that stay as they are
-    (`kept`: fresh hits, and stale rows nobody could answer now)."""
+    """One chunk, answered: the answers to write (`runs`), and the cached rows that stay
+    as they are (`kept`: fresh hits, and stale rows nobody could answer now)."""
 
     now: float
-    cached: dict[str, CacheRow]
-    answers: list[GeoFields]
+    cached: dict[str, CachedAnswer]
+    runs: list[Run]
     kept: list[str]
+
+    @property
+    def written(self) -> int:
+        return sum(len(run) for _, run in self.runs)
 
 
 class GeoResolver:
@@ -90,7 +94,7 @@ class GeoResolver:
         self._positive_ttl = positive_ttl
         self._clock = clock
         self._chunk = chunk
-        self._threads: set[asyncio.Future[list[GeoFields]]] = set()
+        self._threads: set[asyncio.Future[list[Run]]] = set()
         self._closed = False
 
     @property
@@ -113,7 +117,7 @@ class GeoResolver:
         """
         if self._closed:
             raise RuntimeError("GeoResolver.resolve called after close()")
-        results: dict[str, CacheRow] = {}
+        results: dict[str, CachedAnswer] = {}
         await self._resolve(ips, refresh_seen=refresh_seen, results=results)
         return CachedRows(results)
 
@@ -131,7 +135,7 @@ class GeoResolver:
             self._mmdb.close()
 
     async def _resolve(
-        self, ips: Sequence[str], *, refresh_seen: bool, results: dict[str, CacheRow] | None
+        self, ips: Sequence[str], *, refresh_seen: bool, results: dict[str, CachedAnswer] | None
     ) -> int:
         """Resolve chunk by chunk; return how many rows were written.
 
@@ -156,7 +160,7 @@ class GeoResolver:
             now = self._clock()
             # With refresh_seen every cached row of the chunk ends up seen now (kept rows
             # are touched, answered ones rewritten): read them that way, ready to answer.
-            cached = await self.store.get_rows(part, seen=now if refresh_seen else None)
+            cached = await self.store.get_runs(part, seen=now if refresh_seen else None)
             answering = asyncio.ensure_future(self._answer_chunk(part, cached, now, attempt))
             if answered is not None:
                 try:
@@ -170,48 +174,47 @@ class GeoResolver:
         return written
 
     async def _write(
-        self, chunk: _Chunk, refresh_seen: bool, results: dict[str, CacheRow] | None
+        self, chunk: _Chunk, refresh_seen: bool, results: dict[str, CachedAnswer] | None
     ) -> int:
         """Write one answered chunk in one short transaction; put its rows in `results`."""
         touch = chunk.kept if refresh_seen else []
-        if chunk.answers or touch:
+        if chunk.runs or touch:
             async with self.store.db.transaction():
-                await self.store.upsert_many(chunk.answers, chunk.now)
+                await self.store.upsert_runs(chunk.runs, chunk.now)
                 await self.store.touch_many(touch, chunk.now)
         if results is not None:
             _collect(results, chunk)
         await asyncio.sleep(0)  # let other tasks in between chunks
-        return len(chunk.answers)
+        return chunk.written
 
     async def _answer_chunk(
-        self, part: list[str], cached: dict[str, CacheRow], now: float, attempt: _Attempt
+        self, part: list[str], cached_runs: list[CachedRun], now: float, attempt: _Attempt
     ) -> _Chunk:
-        stale = self._stale(cached, now)
+        cached: dict[str, CachedAnswer] = {}
+        stale: set[str] = set()
+        negative_ttl = self._negative_ttl
+        positive_ttl = math.inf if self._positive_ttl is None else self._positive_ttl
+        for answer, run in cached_runs:
+            cached.update(dict.fromkeys(run, answer))
+            # May the row answer without asking again? Exactly at its TTL it may not.
+            # answer[5]: negative, answer[7]: last_resolved
+            if now - answer[7] >= (negative_ttl if answer[5] else positive_ttl):
+                stale.update(run)
         if stale:
             missing = [ip for ip in part if ip not in cached or ip in stale]
         elif cached:
             missing = [ip for ip in part if ip not in cached]
         else:
             missing = part
-        answers = await self._ask_resolvers(missing, attempt) if missing else []
+        runs = await self._ask_resolvers(missing, attempt) if missing else []
         if stale:
-            answered = {info[0] for info in answers}
+            answered = {ip for _, run in runs for ip in run}
             kept = [ip for ip in cached if ip not in answered]
         else:
             kept = list(cached)
-        return _Chunk(now, cached, answers, kept)
+        return _Chunk(now, cached, runs, kept)
 
-    def _stale(self, cached: dict[str, CacheRow], now: float) -> set[str]:
-        """The rows that may not answer without asking again; exactly at its TTL a row
-        is stale. One pass, no call per row: it runs over every cache hit."""
-        negative_ttl = self._negative_ttl
-        positive_ttl = math.inf if self._positive_ttl is None else self._positive_ttl
-        return {
-            ip for ip, row in cached.items()  # row[6]: negative, row[8]: last_resolved
-            if now - row[8] >= (negative_ttl if row[6] else positive_ttl)
-        }
-
-    async def _ask_resolvers(self, ips: list[str], attempt: _Attempt) -> list[GeoFields]:
+    async def _ask_resolvers(self, ips: list[str], attempt: _Attempt) -> list[Run]:
         """Answers worth caching for `ips`: MMDB's, then ip-api's for what MMDB lacks.
 
         MMDB negatives are final only when ip-api is not configured; otherwise ip-api's
@@ -223,27 +226,27 @@ class GeoResolver:
         found = await self._ask_mmdb(ips)
         if self._ipapi is None:
             return found
-        known = [info for info in found if not info[6]]  # [6]: negative
-        unknown = [info[0] for info in found if info[6]]
+        known = [run for run in found if not run[0][5]]  # [5]: negative
+        unknown = [ip for answer, run in found if answer[5] for ip in run]
         return known + await self._ask_ipapi(unknown, attempt)
 
-    async def _ask_mmdb(self, ips: list[str]) -> list[GeoFields]:
+    async def _ask_mmdb(self, ips: list[str]) -> list[Run]:
         """MMDB answers from a worker thread (about 30 ms per 5,000 addresses).
 
         The thread's future is shielded and remembered, so a cancelled caller cannot
         let close() unmap the files under a lookup still running.
         """
         assert self._mmdb is not None
-        future = asyncio.ensure_future(asyncio.to_thread(self._mmdb.lookup_fields, ips))
+        future = asyncio.ensure_future(asyncio.to_thread(self._mmdb.lookup_runs, ips))
         self._threads.add(future)
         future.add_done_callback(self._threads.discard)
         return await asyncio.shield(future)
 
-    async def _ask_ipapi(self, ips: list[str], attempt: _Attempt) -> list[GeoFields]:
+    async def _ask_ipapi(self, ips: list[str], attempt: _Attempt) -> list[Run]:
         """ip-api answers, one call per batch so other callers (a user's lookup) can get
         between a long warming's batches; stops at the first "try later"."""
         assert self._ipapi is not None
-        answers: list[GeoFields] = []
+        answers: list[GeoInfo] = []
         for start in range(0, len(ips), BATCH_LIMIT):
             if attempt.ipapi_failed:
                 break
@@ -256,7 +259,7 @@ class GeoResolver:
                 unanswered = len(ips) - start - len(err.partial)
                 log.warning("geo ip-api unavailable, %d addresses left unresolved: %s",
                             unanswered, err)
-        return answers
+        return [(info[1:], [info[0]]) for info in answers]
 
 
 async def _abandon(task: asyncio.Future[_Chunk]) -> None:
@@ -267,7 +270,7 @@ async def _abandon(task: asyncio.Future[_Chunk]) -> None:
         task.exception()  # retrieved, so that asyncio does not report it as lost
 
 
-def _collect(results: dict[str, CacheRow], chunk: _Chunk) -> None:
+def _collect(results: dict[str, CachedAnswer], chunk: _Chunk) -> None:
     """Put the chunk's rows, as they now are in the table, into `results`."""
     cached, now = chunk.cached, chunk.now
     if len(chunk.kept) == len(cached):
@@ -275,11 +278,11 @@ def _collect(results: dict[str, CacheRow], chunk: _Chunk) -> None:
     else:
         for ip in chunk.kept:
             results[ip] = cached[ip]
-    times = (now, now, now)
-    if not cached:
-        results.update({info[0]: (*info, *times) for info in chunk.answers})
-        return
-    for info in chunk.answers:
-        old = cached.get(info[0])
-        first = now if old is None else old[7]  # [7]: first_resolved
-        results[info[0]] = (*info, first, now, now)
+    for answer, run in chunk.runs:
+        fresh = (*answer, now, now, now)
+        if not cached:
+            results.update(dict.fromkeys(run, fresh))
+            continue
+        for ip in run:
+            old = cached.get(ip)
+            results[ip] = fresh if old is None else (*answer, old[6], now, now)  # [6]: first
