@@ -9,7 +9,15 @@ import pytest
 
 from bangd.geo.model import GeoInfo
 from bangd.store.db import Database
-from bangd.store.geo import SELECT_MANY_SQL, TOUCH_MANY_SQL, CachedGeo, GeoCacheStore
+from bangd.store.geo import (
+    SELECT_MANY_SEEN_SQL,
+    SELECT_MANY_SQL,
+    TOUCH_MANY_SQL,
+    UPSERT_MANY_SQL,
+    CachedGeo,
+    CachedRows,
+    GeoCacheStore,
+)
 from bangd.store.imports import APPLIED_MATCHES_SQL, AppliedMatch, ImportStore
 from bangd.store.imports import TOUCH_LISTED_SQL as TOUCH_SOURCE_SQL
 
@@ -119,11 +127,80 @@ async def test_touch_source_searches_the_cache_by_primary_key(db: Database) -> N
     assert "SCAN geo_cache" not in detail
 
 
-@pytest.mark.parametrize("sql", [SELECT_MANY_SQL, TOUCH_MANY_SQL], ids=["read", "touch"])
-async def test_address_set_statements_search_the_primary_key(db: Database, sql: str) -> None:
-    params: tuple[object, ...] = ('["8.8.8.8"]',) if sql == SELECT_MANY_SQL else (T0, "[]")
+@pytest.mark.parametrize(
+    ("sql", "params"),
+    [
+        (SELECT_MANY_SQL, ('["8.8.8.8"]',)),
+        (SELECT_MANY_SEEN_SQL, (T0, '["8.8.8.8"]')),
+        (TOUCH_MANY_SQL, (T0, "[]")),
+        (UPSERT_MANY_SQL, (T0, "[]")),
+    ],
+    ids=["read", "read-seen", "touch", "write"],
+)
+async def test_address_set_statements_search_the_primary_key(
+    db: Database, sql: str, params: tuple[object, ...]
+) -> None:
     detail = await plan(db, sql, params)
-    assert "SEARCH geo_cache USING PRIMARY KEY (ip=?)" in detail
+    assert "SCAN geo_cache" not in detail
+    if sql != UPSERT_MANY_SQL:  # an insert's conflict check is no step of the plan
+        assert "SEARCH geo_cache USING PRIMARY KEY (ip=?)" in detail
+
+
+async def test_get_runs_answers_rows_alike_as_one_run_of_plain_tuples(
+    store: GeoCacheStore,
+) -> None:
+    other = GeoInfo("8.8.4.4", *GOOGLE[1:])
+    await store.upsert_many([GOOGLE, other], T0)
+    await store.upsert(QUAD9, T0 + 1)
+    runs = await store.get_runs(["8.8.8.8", "8.8.4.4", "9.9.9.9", "1.1.1.1"])
+    assert sorted((answer, sorted(run)) for answer, run in runs) == [
+        ((*QUAD9[1:6], 0, T0 + 1, T0 + 1, T0 + 1), ["9.9.9.9"]),
+        ((*GOOGLE[1:6], 0, T0, T0, T0), ["8.8.4.4", "8.8.8.8"]),
+    ]
+    assert all(type(answer) is tuple for answer, _ in runs)
+
+
+async def test_get_runs_with_seen_answers_rows_as_they_will_be_once_touched(
+    store: GeoCacheStore,
+) -> None:
+    await store.upsert(GOOGLE, T0)
+    await store.upsert(QUAD9, T0 + 1)
+    runs = await store.get_runs(["8.8.8.8", "9.9.9.9"], seen=T0 + 5)
+    assert sorted(runs) == [
+        ((*QUAD9[1:6], 0, T0 + 1, T0 + 1, T0 + 5), ["9.9.9.9"]),
+        ((*GOOGLE[1:6], 0, T0, T0, T0 + 5), ["8.8.8.8"]),
+    ]
+    assert await last_seen(store, "8.8.8.8") == T0
+
+
+async def test_rows_differing_only_in_a_time_are_separate_runs(store: GeoCacheStore) -> None:
+    await store.upsert(GOOGLE, T0)
+    await store.upsert(GeoInfo("8.8.4.4", *GOOGLE[1:]), T0 + 1)
+    assert len(await store.get_runs(["8.8.8.8", "8.8.4.4"])) == 2
+    assert len(await store.get_runs(["8.8.8.8", "8.8.4.4"], seen=T0 + 2)) == 2
+
+
+def test_cached_rows_read_as_cached_geo() -> None:
+    rows = CachedRows({"8.8.8.8": (*GOOGLE[1:6], 0, T0, T0 + 1, T0 + 2)})
+    row = rows["8.8.8.8"]
+    assert (row.info, row.first_resolved, row.last_resolved, row.last_seen) == (
+        GOOGLE, T0, T0 + 1, T0 + 2
+    )
+    assert row.info.negative is False
+    assert list(rows) == ["8.8.8.8"] and "8.8.8.8" in rows and "1.1.1.1" not in rows
+    assert rows.get("1.1.1.1") is None
+    assert "United States" in repr(rows)
+
+
+async def test_bulk_upsert_keeps_every_value_exactly(store: GeoCacheStore) -> None:
+    odd = GeoInfo("2001:db8::1", "X\"Y", "Zürich\n\t\\ \u2603 \U0001f600", 4294967295,
+                  "", "ip-api", False)
+    when = 1_700_000_000.123456789
+    await store.upsert_many([odd, GOOGLE, GOOGLE], when)
+    assert await store.get("2001:db8::1") == CachedGeo(odd, when, when, when)
+    assert await store.get("8.8.8.8") == CachedGeo(GOOGLE, when, when, when)
+    negative = await store.db.fetchval("SELECT typeof(negative) FROM geo_cache LIMIT 1")
+    assert negative == "integer"
 
 
 async def test_get_many_returns_only_cached_addresses(store: GeoCacheStore) -> None:

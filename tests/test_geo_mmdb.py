@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import maxminddb
@@ -201,3 +202,86 @@ def test_a_corrupt_data_section_answers_negative_and_is_flagged(tmp_path: Path) 
         assert resolver.corrupt
     finally:
         resolver.close()
+
+
+# -- runs of addresses in one network ---------------------------------------------------------
+
+NESTED_COUNTRY = [
+    CountryNet("45.0.0.0/8", "NL", "Netherlands"),
+    CountryNet("45.10.0.0/16", "DE", "Germany"),
+    CountryNet("45.10.1.0/24", "FR", "France"),
+    CountryNet("45.10.1.128/25", "BE", "Belgium"),
+    CountryNet("2a00:1450::/32", "IE", "Ireland"),
+    CountryNet("2a00:1450:4001::/48", "PT", "Portugal"),
+]
+NESTED_ASN = [
+    AsnNet("45.10.0.0/15", 1, "One"),
+    AsnNet("45.10.1.64/26", 2, "Two"),
+    AsnNet("2a00:1450:4000::/36", 3, "Three"),
+]
+# In key (text) order, as resolve sends them: runs inside one network, then a more or less
+# specific one, networks of the other database ending elsewhere, unmapped gaps, IPv4 and
+# IPv6 forms of the same number, and odd entries in between.
+RUNS = sorted([
+    "44.255.255.255", "45.0.0.1", "45.9.255.255", "45.10.0.1", "45.10.0.255", "45.10.1.0",
+    "45.10.1.63", "45.10.1.64", "45.10.1.127", "45.10.1.128", "45.10.1.200", "45.10.2.1",
+    "45.11.0.1", "45.11.255.255", "45.12.0.0", "45.255.255.255", "46.0.0.0", "bogus",
+    "::45.10.1.1", "::ffff:45.10.1.129", "::ffff:45.10.9.9", "2a00:1450::1",
+    "2a00:1450:4000::1", "2a00:1450:4001::1", "2a00:1450:4001:ffff::1", "2a00:1450:4002::1",
+    "2a00:1450:ffff::1", "2a00:1451::1", "fe80::1%eth0",
+])
+
+
+@pytest.fixture(scope="session")
+def nested(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    directory = tmp_path_factory.mktemp("mmdb-nested")
+    return {
+        "country": str(write_country_db(directory / "c6.mmdb", NESTED_COUNTRY)),
+        "country4": str(write_country_db(
+            directory / "c4.mmdb", [n for n in NESTED_COUNTRY if ":" not in n.network],
+            ip_version=4,
+        )),
+        "asn": str(write_asn_db(directory / "asn.mmdb", NESTED_ASN)),
+    }
+
+
+@pytest.mark.parametrize("country", ["country", "country4"])
+def test_runs_of_addresses_answer_exactly_as_single_lookups(
+    nested: dict[str, str], country: str
+) -> None:
+    with MmdbResolver(nested[country], nested["asn"]) as resolver:
+        one_by_one = [resolver.lookup(ip) for ip in RUNS]
+        assert resolver.lookup_many(RUNS) == one_by_one
+        assert resolver.lookup_many(reversed(RUNS)) == one_by_one[::-1]
+
+
+def test_runs_answer_what_the_reader_says_for_each_address(nested: dict[str, str]) -> None:
+    with MmdbResolver(nested["country"], None) as resolver, \
+            maxminddb.open_database(nested["country"]) as reader:
+        found = {info.ip: info.country_code for info in resolver.lookup_many(RUNS)}
+        for ip in RUNS:
+            if ip in ("bogus", "fe80::1%eth0"):
+                continue
+            record = reader.get(ip.removeprefix("::ffff:"))
+            expected = record["country"]["iso_code"] if isinstance(record, dict) else None
+            assert found[ip] == expected, ip
+
+
+def test_an_ipv4_compatible_ipv6_address_is_not_answered_from_an_ipv4_network(
+    nested: dict[str, str],
+) -> None:
+    with MmdbResolver(nested["country4"], None) as resolver:
+        v4, v6 = resolver.lookup_many(["45.10.1.1", "::45.10.1.1"])
+    assert (v4.country_code, v6.country_code) == ("FR", None)
+
+
+def test_runs_hold_each_address_once_in_order_with_its_answer(nested: dict[str, str]) -> None:
+    with MmdbResolver(nested["country"], nested["asn"]) as resolver:
+        runs = resolver.lookup_runs(RUNS)
+        single = {ip: resolver.lookup(ip) for ip in RUNS}
+    assert [ip for _, run in runs for ip in run] == RUNS
+    assert all(run for _, run in runs)
+    for answer, run in runs:
+        assert all(single[ip] == (ip, *answer) for ip in run)
+    # neighbours with equal answers share one run
+    assert all(a != b for (a, _), (b, _) in pairwise(runs))

@@ -12,16 +12,15 @@ Everything here is synchronous and CPU-bound: callers run it off the event loop
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import socket
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
+from typing import Any, Protocol
 
 import maxminddb
 
 from bangd.errors import GeoError
-from bangd.geo.model import ORIGIN_MMDB, GeoInfo, negative_geo
+from bangd.geo.model import ORIGIN_MMDB, GeoAnswer, GeoInfo, Run
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ _ASN_TYPE_WORDS = ("ASN",)
 class _RecordReader(Protocol):
     """The part of maxminddb's reader (C extension or pure Python) used here."""
 
-    def get(self, ip_address: str) -> object: ...
+    def get_with_prefix_len(self, ip_address: str) -> tuple[Any, int]: ...
 
     def close(self) -> None: ...
 
@@ -84,50 +83,133 @@ class MmdbResolver:
         self.close()
 
     def lookup(self, ip: str) -> GeoInfo:
-        """What the databases know about `ip`; negative when neither knows anything.
+        """What the databases know about `ip`; negative when neither knows anything."""
+        return self.lookup_many((ip,))[0]
 
-        Written flat (no helper per database) because it runs once per address in
-        bulk imports: each Python call saved is measurable against the C lookup.
+    def lookup_many(self, ips: Iterable[str]) -> list[GeoInfo]:
+        """`lookup` for each address, answers in the same order."""
+        new = tuple.__new__
+        return [new(GeoInfo, (ip, *answer)) for answer, run in self.lookup_runs(ips) for ip in run]
+
+    def lookup_runs(self, ips: Iterable[str]) -> list[Run]:
+        """lookup_many for bulk callers: the addresses in the order given, cut into runs
+        that got the same answer (a Run each).
+
+        Each database remembers the network its last answer came from (the reader gives
+        its prefix length), and an address inside both databases' last networks takes
+        the last answer without a lookup: in a list sorted by address (resolve sends key
+        order) the addresses of one network come in runs. Written flat, because it runs
+        once per address in bulk imports: each Python call saved is measurable against
+        the C lookup.
         """
         if self._closed:
             # A negative answer here would be cached as "nothing known" for negative_ttl.
             raise GeoError("the MMDB was closed (bangd is reloading or stopping)")
-        key = _lookup_key(ip)
-        if key is None:
-            return negative_geo(ip, ORIGIN_MMDB)
-        is_ipv6 = ":" in key
-        country_code = country_name = as_org = None
-        asn = None
-        if self._country is not None and not (is_ipv6 and self._country_ipv4_only):
-            record = self._get(self._country, key)
-            if record is not None:
-                country_code, country_name = _country_fields(record)
-        if self._asn is not None and not (is_ipv6 and self._asn_ipv4_only):
-            record = self._get(self._asn, key)
-            if record is not None:
-                asn, as_org = _asn_fields(record)
-        if country_code is None and country_name is None and asn is None and as_org is None:
-            return negative_geo(ip, ORIGIN_MMDB)
-        return GeoInfo(ip, country_code, country_name, asn, as_org, ORIGIN_MMDB, False)
+        country = _Network(self, self._country, self._country_ipv4_only, _country_fields)
+        asn = _Network(self, self._asn, self._asn_ipv4_only, _asn_fields)
+        # Where both databases' last networks overlap, and the answer there.
+        first, last = 1, 0
+        answer: GeoAnswer = _NEGATIVE
+        runs: list[Run] = []
+        run_answer: GeoAnswer | None = None
+        run: list[str] = []
+        from_bytes = int.from_bytes
+        for ip in ips:
+            this = _NEGATIVE
+            key, number, bits = ip, -1, 32
+            if ":" not in ip:  # IPv4, inline: nearly every address in a blocklist
+                try:
+                    number = from_bytes(inet_pton(AF_INET, ip), "big")
+                except (OSError, ValueError):
+                    number = -1  # not an address: negative
+            else:
+                where = _locate_ipv6(ip)
+                if where is not None:
+                    key, number, bits = where
+            if number >= 0:
+                if not first <= number <= last:
+                    answer = self._answer(country, asn, key, number, bits)
+                    first, last = max(country.first, asn.first), min(country.last, asn.last)
+                    if not first <= number <= last:  # a database remembered no network
+                        first, last = 1, 0
+                this = answer
+            if this is not run_answer:
+                if this != run_answer:
+                    run = []
+                    runs.append((this, run))
+                run_answer = this
+            run.append(ip)
+        return runs
 
-    def _get(self, reader: _RecordReader, key: str) -> object:
-        """The record for `key`, or None when the reader refuses the address or the
-        file's data is broken (then `corrupt` is set, once logged, for status to show)."""
+    @staticmethod
+    def _answer(
+        country: _Network, asn: _Network, key: str, number: int, bits: int
+    ) -> GeoAnswer:
+        """Both databases' answer for an address outside their shared last network."""
+        if country.first <= number <= country.last:
+            code, name = country.fields
+        else:
+            code, name = country.find(key, number, bits)
+        if asn.first <= number <= asn.last:
+            asn_number, as_org = asn.fields
+        else:
+            asn_number, as_org = asn.find(key, number, bits)
+        if code is None and name is None and asn_number is None and as_org is None:
+            return _NEGATIVE
+        return (code, name, asn_number, as_org, ORIGIN_MMDB, False)
+
+    def _flag_corrupt(self, err: Exception) -> None:
+        """A lookup hit a broken data section: set `corrupt` (shown in status), log once."""
+        if not self.corrupt:
+            log.error("MMDB data is corrupt (%s): lookups answer nothing known; "
+                      "download the database again and reload bangd", err)
+        self.corrupt = True
+
+
+_NOTHING: tuple[None, None] = (None, None)
+_NEGATIVE: GeoAnswer = (None, None, None, None, ORIGIN_MMDB, True)
+_IPV6 = 1 << 128  # added to IPv6 numbers, so no IPv6 address falls in an IPv4 network
+_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+
+class _Network:
+    """One database within one lookup_many: the network [first, last] its last answer
+    covers and that answer's two fields. Without a database every address is in it."""
+
+    __slots__ = ("_extract", "_ipv4_only", "_reader", "_resolver", "fields", "first", "last")
+
+    def __init__(
+        self,
+        resolver: MmdbResolver,
+        reader: _RecordReader | None,
+        ipv4_only: bool,
+        extract: Callable[[object], tuple[Any, str | None]],
+    ) -> None:
+        self._resolver = resolver
+        self._reader = reader
+        self._ipv4_only = ipv4_only
+        self._extract = extract
+        self.first, self.last = (1, 0) if reader is not None else (0, 2 * _IPV6)
+        self.fields: tuple[Any, str | None] = _NOTHING
+
+    def find(self, key: str, number: int, bits: int) -> tuple[Any, str | None]:
+        """Look `key` up and remember the network it belongs to (mapped or not)."""
+        if self._reader is None or (bits == 128 and self._ipv4_only):
+            return _NOTHING
         try:
-            return reader.get(key)
-        except ValueError:
-            return None
+            record, prefix = self._reader.get_with_prefix_len(key)
+        except ValueError:  # the reader refuses the address
+            return _NOTHING
         except maxminddb.InvalidDatabaseError as err:
-            if not self.corrupt:
-                log.error("MMDB data is corrupt (%s): lookups answer nothing known; "
-                          "download the database again and reload bangd", err)
-            self.corrupt = True
-            return None
-
-    def lookup_many(self, ips: Iterable[str]) -> list[GeoInfo]:
-        """`lookup` for each address, answers in the same order."""
-        lookup = self.lookup
-        return [lookup(ip) for ip in ips]
+            self._resolver._flag_corrupt(err)
+            return _NOTHING
+        fields = _NOTHING if record is None else self._extract(record)
+        if 0 <= prefix <= bits:
+            shift = bits - prefix
+            self.first = number >> shift << shift
+            self.last = self.first | ((1 << shift) - 1)
+            self.fields = fields
+        return fields
 
 
 def _open_checked(
@@ -156,28 +238,25 @@ def _open_checked(
     return reader, metadata.ip_version == 4
 
 
-def _lookup_key(ip: str) -> str | None:
-    """The string to hand the reader, or None when `ip` is not a plain IP address.
+def _locate_ipv6(ip: str) -> tuple[str, int, int] | None:
+    """For an address with a colon: the string to hand the reader, the address as a
+    number and its width in bits; None when `ip` is not a plain IPv6 address.
 
-    IPv4 is checked with inet_pton, which is strict (the C reader would also accept
-    forms like "8.8.2056" and answer for the wrong address) and much cheaper than
-    `ipaddress`. IPv6 goes through `ipaddress` to unwrap IPv4-mapped addresses, which
-    databases written by mmdb-writer (and DB-IP's) do not alias to their IPv4 records.
+    IPv4-mapped addresses are looked up as IPv4: databases written by mmdb-writer (and
+    DB-IP's) do not alias them to their IPv4 records. Other IPv6 numbers get _IPV6 added,
+    so that none falls inside an IPv4 network. inet_pton is strict (for IPv4 too: the C
+    reader would also accept forms like "8.8.2056" and answer for the wrong address) and
+    much cheaper than `ipaddress`.
     """
-    if ":" not in ip:
-        try:
-            socket.inet_pton(socket.AF_INET, ip)
-        except (OSError, ValueError):
-            return None
-        return ip
-    if "%" in ip:
+    if "%" in ip:  # a zone index: a link-local address, never in a database
         return None
     try:
-        address = ipaddress.IPv6Address(ip)
-    except ValueError:
+        packed = inet_pton(AF_INET6, ip)
+    except (OSError, ValueError):
         return None
-    mapped = address.ipv4_mapped
-    return str(mapped) if mapped is not None else str(address)
+    if packed[:12] == _MAPPED_PREFIX:
+        return inet_ntop(AF_INET, packed[12:]), int.from_bytes(packed[12:], "big"), 32
+    return ip, _IPV6 | int.from_bytes(packed, "big"), 128
 
 
 def _country_fields(record: object) -> tuple[str | None, str | None]:

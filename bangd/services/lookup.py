@@ -1,15 +1,17 @@
-"""What `bangctl lookup` answers beside the geo data: the address in bangd's form, the
-listed entries that cover it, and which jails hold it.
+"""What `bangctl lookup` answers: the address in bangd's form, what the geo cache knows
+of it, the listed entries that cover it, and which jails hold it.
 
-The geo cache answers what an address is; this module shapes one lookup reply and asks
-fail2ban about it, each answer bounded in time, so a slow fail2ban never holds a lookup.
+The geo cache answers what an address is; this module shapes the lookup replies and asks
+fail2ban about each address, each answer bounded in time, so a slow fail2ban never holds
+a lookup.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..config import IPNetwork
@@ -23,6 +25,7 @@ BANNED_IN_BUDGET = 30.0  # and on all of them in one lookup
 MAX_LOOKUP = 256  # addresses per lookup request: each costs ~130 key searches
 
 BannedIn = Callable[[str], Awaitable[list[str]]]
+Resolve = Callable[[Sequence[str]], Awaitable[Mapping[str, CachedGeo]]]
 
 
 class BannedJails(list[str]):
@@ -69,6 +72,63 @@ async def banned_in(
             found.append(jail)
     if found.errors and not found and len(found.errors) == len(asked):
         raise Fail2banError("; ".join(f"{j}: {e}" for j, e in sorted(found.errors.items())))
+    return found
+
+
+async def lookup_replies(
+    resolve: Resolve,
+    listings: Listings,
+    ips: Sequence[str],
+    *,
+    banned_in: BannedIn | None,
+    clock: Callable[[], float],
+) -> list[dict[str, Any]]:
+    """`bangctl lookup`: one JSON-ready dict per distinct address, in the order given.
+
+    Raises InvalidRequest (a ValueError) naming the first argument that is not an IP
+    address. `resolve` is the geo cache's (looking an address up counts as seeing it:
+    last_seen is refreshed). `sources` lists the applied entries that are the address
+    itself or a network containing it. `banned_in` (the daemon asks fail2ban) is called
+    once per address; when it fails, `banned_in` is None and `banned_in_error` says why.
+    """
+    if not ips:
+        raise InvalidRequest("lookup needs at least one IP address")
+    if len(ips) > MAX_LOOKUP:
+        raise InvalidRequest(f"at most {MAX_LOOKUP} addresses per lookup, got {len(ips)}")
+    addresses = list(dict.fromkeys(normalise_address(ip) for ip in ips))
+    resolved = await resolve(addresses)
+    started = time.monotonic()
+    covered = await _listed_entries(listings, addresses)
+    now = clock()
+    replies = []
+    for address in addresses:
+        reply = geo_reply(address, resolved.get(address), now)
+        reply["sources"] = [
+            {"source": m.source, "jail": m.jail, "entry": m.entry}
+            for m in covered.get(address, [])
+        ]
+        if time.monotonic() - started < BANNED_IN_BUDGET:
+            reply.update(await ask_banned_in(banned_in, address))
+        else:
+            reply.update({"banned_in": None, "jail_errors": {},
+                          "banned_in_error": "not asked: this lookup took too long"})
+        replies.append(reply)
+    return replies
+
+
+async def _listed_entries(
+    listings: Listings, addresses: list[str]
+) -> dict[str, list[AppliedMatch]]:
+    """Applied entries equal to each address or to a network containing it.
+
+    Lists store networks with host bits cleared, so the networks containing an address
+    are exactly its 33 (IPv4) or 129 (IPv6) prefixes: key searches, no scan.
+    """
+    covering = await asyncio.to_thread(covering_map, addresses)
+    found: dict[str, list[AppliedMatch]] = {}
+    for match in await listings.applied_matches(list(covering)):
+        for address in covering[match.entry]:
+            found.setdefault(address, []).append(match)
     return found
 
 
