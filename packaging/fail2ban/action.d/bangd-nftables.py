@@ -38,8 +38,15 @@ import nftables
 from fail2ban.server.actions import ActionBase
 from fail2ban.server.ipdns import IPAddr
 
-# (family 4|6, prefix length, network address as int)
-Key = tuple[int, int, int]
+# A ban is one int: the network address, then 8 bits of prefix length, then 1 bit set for
+# IPv6 (see _key). An int hashes fast and is not tracked by the garbage collector; a tuple per
+# ban was, and with 100k bans restored in a row the collections it set off in fail2ban's
+# large heap cost more than the ban itself.
+Key = int
+# (family 4|6, prefix length): one set and its rule
+Shape = tuple[int, int]
+_TAIL_BITS = 9
+_TAIL = (1 << _TAIL_BITS) - 1
 
 _FAMILIES = {socket.AF_INET: 4, socket.AF_INET6: 6}
 _BITS = {4: 32, 6: 128}
@@ -56,6 +63,8 @@ _RELISTS = 3
 _RELIST_DELAY = 0.2
 # A set for addresses of each family always exists, so the table's shape is predictable.
 _ALWAYS = ((4, 32), (6, 128))
+_MASKS = {family: [((1 << plen) - 1) << (bits - plen) for plen in range(bits + 1)]
+          for family, bits in _BITS.items()}
 
 
 def table_for_jail(jail: str) -> str:
@@ -78,8 +87,16 @@ def _ntop(family: int, addr: int) -> str:
 
 
 def _mask(family: int, plen: int) -> int:
-    bits = _BITS[family]
-    return ((1 << plen) - 1) << (bits - plen)
+    return _MASKS[family][plen]
+
+
+def _key(family: int, plen: int, addr: int) -> Key:
+    return addr << _TAIL_BITS | plen << 1 | (family == 6)
+
+
+def _shape(key: Key) -> Shape:
+    """The shape of a key, or of its tail (key & _TAIL) alone."""
+    return (6 if key & 1 else 4, key >> 1 & 0xFF)
 
 
 def _set_name(family: int, plen: int) -> str:
@@ -87,22 +104,24 @@ def _set_name(family: int, plen: int) -> str:
 
 
 def _format_key(key: Key) -> str:
-    family, plen, addr = key
-    text = _ntop(family, addr)
+    family, plen = _shape(key)
+    text = _ntop(family, key >> _TAIL_BITS)
     return text if plen == _BITS[family] else f"{text}/{plen}"
 
 
 def key_of(ip: object) -> Key | None:
-    """fail2ban's normalised address (IPAddr) as a model key; None for a non-address."""
+    """fail2ban's normalised address (IPAddr) as a model key; None for a non-address.
+    Called once per ban, so it reads each attribute once (an invalid address has a family
+    that is not in _FAMILIES)."""
     if not isinstance(ip, IPAddr):
         ip = IPAddr(str(ip))
-    if not ip.isValid or ip.family not in _FAMILIES:
+    family = _FAMILIES.get(ip.family)
+    if family is None:
         return None
-    family = _FAMILIES[ip.family]
     plen = int(ip.plen)
     if not 0 <= plen <= _BITS[family]:
         return None
-    return (family, plen, int(ip.addr) & _mask(family, plen))
+    return (int(ip.addr) & _MASKS[family][plen]) << _TAIL_BITS | plen << 1 | (family == 6)
 
 
 # libnftables refused a command; the message carries nft's own error text. A builtin class,
@@ -136,7 +155,7 @@ class Action(ActionBase):  # type: ignore[misc]
         # key -> whether it was in the model when the kernel was last written
         self._pending: dict[Key, bool] = {}
         self._not_addresses: set[str] = set()
-        self._kernel_sets: set[tuple[int, int]] = set()
+        self._kernel_sets: set[Shape] = set()
         self._stale = True  # the table must be rebuilt from the model before any delta
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -299,8 +318,8 @@ class Action(ActionBase):  # type: ignore[misc]
                 if again is None:
                     kernel = None
                     break
-                for shape, addrs in again[0].items():
-                    kernel[0].setdefault(shape, set()).update(addrs)
+                for shape, keys in again[0].items():
+                    kernel[0].setdefault(shape, set()).update(keys)
                 kernel[1].update(again[1])
                 missing_keys = _missing(missing_keys, kernel)
         checked = len(wanted)
@@ -316,7 +335,7 @@ class Action(ActionBase):  # type: ignore[misc]
             "enforced": checked - len(missing_keys),
             "missing_count": len(missing_keys),
             "missing": sorted(missing),
-            "kernel_elements": sum(len(addrs) for addrs in elements.values()),
+            "kernel_elements": sum(len(keys) for keys in elements.values()),
             "not_addresses": not_addresses,
             "took": round(time.monotonic() - started, 3),
         }
@@ -365,12 +384,16 @@ class Action(ActionBase):  # type: ignore[misc]
         if not self._stale:
             with self._lock:
                 pending, self._pending = self._pending, {}
-                adds: dict[tuple[int, int], list[int]] = {}
-                deletes: dict[tuple[int, int], list[int]] = {}
+                model = self._model
+                added: dict[int, list[int]] = {}  # by tail
+                deleted: dict[int, list[int]] = {}
                 for key, before in pending.items():
-                    after = key in self._model
+                    after = key in model
                     if after != before:
-                        (adds if after else deletes).setdefault(key[:2], []).append(key[2])
+                        (added if after else deleted).setdefault(key & _TAIL, []).append(
+                            key >> _TAIL_BITS)
+            adds = {_shape(tail): addrs for tail, addrs in added.items()}
+            deletes = {_shape(tail): addrs for tail, addrs in deleted.items()}
             if not adds and not deletes:
                 return
             started = time.monotonic()
@@ -396,9 +419,11 @@ class Action(ActionBase):  # type: ignore[misc]
         started = time.monotonic()
         with self._lock:
             self._pending = {}
-            groups: dict[tuple[int, int], list[int]] = {shape: [] for shape in _ALWAYS}
-            for family, plen, addr in self._model:
-                groups.setdefault((family, plen), []).append(addr)
+            by_tail: dict[int, list[int]] = {}
+            for key in self._model:
+                by_tail.setdefault(key & _TAIL, []).append(key >> _TAIL_BITS)
+        groups: dict[Shape, list[int]] = {shape: [] for shape in _ALWAYS}
+        groups.update((_shape(tail), addrs) for tail, addrs in by_tail.items())
         lines = [
             f"add table inet {self._table}",
             f"delete table inet {self._table}",
@@ -423,7 +448,7 @@ class Action(ActionBase):  # type: ignore[misc]
         )
 
     def _delta_text(
-        self, adds: dict[tuple[int, int], list[int]], deletes: dict[tuple[int, int], list[int]]
+        self, adds: dict[Shape, list[int]], deletes: dict[Shape, list[int]]
     ) -> str:
         lines = []
         for family, plen in sorted(adds.keys() - self._kernel_sets):
@@ -461,14 +486,14 @@ class Action(ActionBase):  # type: ignore[misc]
             if "No such file or directory" in error:
                 return None
             raise NftError(f"nft list table failed (rc={rc}): {error.strip()[:500]}")
-        elements: dict[tuple[int, int], set[int]] = {}
+        elements: dict[Shape, set[Key]] = {}
         input_chains: set[str] = set()
         rules: list[dict[str, Any]] = []
         for item in json.loads(out).get("nftables", []):
             if "set" in item:
                 shape = _shape_of(item["set"].get("name", ""))
                 if shape is not None:
-                    elements[shape] = _addresses(shape[0], item["set"].get("elem", []))
+                    elements[shape] = _keys(shape, item["set"].get("elem", []))
             elif "chain" in item:
                 chain = item["chain"]
                 if chain.get("hook") == "input" and chain.get("type") == "filter":
@@ -483,7 +508,7 @@ class Action(ActionBase):  # type: ignore[misc]
                     enforcing.add(shape)
         return elements, enforcing
 
-    def _rule_shape(self, expr: list[dict[str, Any]]) -> tuple[int, int] | None:
+    def _rule_shape(self, expr: list[dict[str, Any]]) -> Shape | None:
         """The (family, prefix length) a rule enforces, if it is exactly one of ours."""
         if len(expr) != 2 or self._blocktype not in expr[1] or "match" not in expr[0]:
             return None
@@ -504,7 +529,8 @@ class Action(ActionBase):  # type: ignore[misc]
         return shape if left == expected else None
 
 
-KernelState = tuple[dict[tuple[int, int], set[int]], set[tuple[int, int]]]
+# the keys in each of the table's sets; the shapes whose drop rule is in place
+KernelState = tuple[dict[Shape, set[Key]], set[Shape]]
 
 
 def _missing(wanted: Iterable[Key | None], kernel: KernelState | None) -> list[Key | None]:
@@ -512,13 +538,11 @@ def _missing(wanted: Iterable[Key | None], kernel: KernelState | None) -> list[K
     if kernel is None:
         return list(wanted)
     elements, enforcing = kernel
-    return [
-        key for key in wanted
-        if key is None or key[:2] not in enforcing or key[2] not in elements.get(key[:2], ())
-    ]
+    present: set[Key] = set().union(*(elements.get(shape, ()) for shape in enforcing))
+    return [key for key in wanted if key not in present]  # None is never present
 
 
-def _shape_of(name: str) -> tuple[int, int] | None:
+def _shape_of(name: str) -> Shape | None:
     match = _SET_NAME.fullmatch(name)
     if match is None:
         return None
@@ -526,12 +550,14 @@ def _shape_of(name: str) -> tuple[int, int] | None:
     return (family, plen) if plen <= _BITS[family] else None
 
 
-def _addresses(family: int, elems: list[Any]) -> set[int]:
-    af, found = _AF[family], set()
+def _keys(shape: Shape, elems: list[Any]) -> set[Key]:
+    """The keys of a set's elements as nft lists them (addresses as strings)."""
+    family, plen = shape
+    af, tail, found = _AF[family], _key(family, plen, 0), set()
     for elem in elems:
         if isinstance(elem, str):
             try:
-                found.add(int.from_bytes(socket.inet_pton(af, elem), "big"))
+                found.add(int.from_bytes(socket.inet_pton(af, elem), "big") << _TAIL_BITS | tail)
             except OSError:
                 continue
     return found
