@@ -6,11 +6,16 @@ loglevel NOTICE that runs in a fresh `unshare -n` namespace (the machine's rules
 touched):
   1. jail with no action: fail2ban's bookkeeping alone, the ceiling;
   2. jail with bangd-nftables: until banip returns, and until `enforced` confirms that the
-     kernel holds every entry; then a fail2ban restart, timed until all 100k are enforced;
-  3. jail with Debian's nftables-allports: 5,000 entries (one `nft` process per ban, so
+     kernel holds every entry;
+  3. fail2ban restarts of both (1 and 2) in turn, `--restarts` times each (the order swapped
+     every round, medians reported, so a noisy machine weighs on both alike): timed until
+     fail2ban holds all 100k bans again, and for bangd-nftables also until `enforced`
+     confirms them all in the kernel;
+  4. jail with Debian's nftables-allports: 5,000 entries (one `nft` process per ban, so
      100k would take most of an hour), extrapolated, and the networks that reached its set.
 
     .venv/bin/python bench/bench_enforce.py [--entries 100000] [--stock-entries 5000]
+                                            [--restarts 3]
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import random
 import shutil
 import socket
 import sqlite3
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -115,10 +121,13 @@ def wait_saved(fail2ban: PrivateFail2ban, count: int) -> float:
         time.sleep(0.1)
 
 
-async def restart_until_restored(fail2ban: PrivateFail2ban, count: int) -> float:
-    """Stop, start, and wait until fail2ban holds `count` bans again. Polled with the cheap
-    `status JAIL short`: `enforced` lists the whole table, which would slow the restore."""
-    fail2ban.stop()
+async def start_until_restored(
+    fail2ban: PrivateFail2ban, count: int, check: bool
+) -> tuple[float, float | None, dict[str, Any] | None]:
+    """Start a stopped server, wait until it holds `count` bans again (polled with the cheap
+    `status JAIL short`: `enforced` lists the whole table, which would slow the restore),
+    then, with `check`, until `enforced` confirms them; stop it again. Returns the seconds
+    until restored, until enforced, and the last report."""
     started = time.perf_counter()
     fail2ban.start()
     client = Fail2banClient(fail2ban.socket, timeout=TIMEOUT)
@@ -127,9 +136,37 @@ async def restart_until_restored(fail2ban: PrivateFail2ban, count: int) -> float
             if time.perf_counter() - started > 300:
                 raise RuntimeError("bans not restored 300 s after the restart")
             await asyncio.sleep(0.05)
+        restored = time.perf_counter() - started
+        if not check:
+            return restored, None, None
+        report = await client.action_call(JAIL, "bangd-nftables", "enforced", {"limit": 5})
+        assert isinstance(report, dict) and report["missing_count"] == 0, report
+        return restored, time.perf_counter() - started, report
     finally:
         await client.close()
-    return time.perf_counter() - started
+        fail2ban.stop()
+
+
+async def restarts(
+    plain: PrivateFail2ban, ours: PrivateFail2ban, count: int, rounds: int
+) -> tuple[list[float], list[float], list[float], list[dict[str, Any]]]:
+    """Both servers are stopped; restart each in turn, the order swapped every round."""
+    t_plain: list[float] = []
+    t_ours: list[float] = []
+    t_enforced: list[float] = []
+    reports: list[dict[str, Any]] = []
+    for round_ in range(rounds):
+        for which in ((plain, ours) if round_ % 2 == 0 else (ours, plain)):
+            restored, enforced_at, report = await start_until_restored(
+                which, count, check=which is ours)
+            if which is plain:
+                t_plain.append(restored)
+            else:
+                assert enforced_at is not None and report is not None
+                t_ours.append(restored)
+                t_enforced.append(enforced_at)
+                reports.append(report)
+    return t_plain, t_ours, t_enforced, reports
 
 
 def stock_networks_in_kernel(agent: Agent) -> tuple[int, int]:
@@ -152,6 +189,7 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--stock-entries", type=int, default=5_000)
+    parser.add_argument("--restarts", type=int, default=3)
     args = parser.parse_args()
     require_tools()
     listed = entries(args.entries)
@@ -162,30 +200,27 @@ async def main() -> int:
           f"{sum(':' in e for e in listed):,} IPv6), fail2ban at NOTICE, in a namespace:")
 
     agent = Agent("bench")
+    plain = ours = None
     try:
         plain = server(agent)
-        try:
-            t_plain = await ban(plain, listed)
-            wait_saved(plain, len(listed))
-            t_plain_restart = await restart_until_restored(plain, len(listed))
-        finally:
-            discard(plain)
+        t_plain = await ban(plain, listed)
+        wait_saved(plain, len(listed))
+        plain.stop()
 
         ours = server(agent, "bangd-nftables.py", [ACTION_FILE])
-        try:
-            started = time.perf_counter()
-            t_ours = await ban(ours, listed)
-            report = await enforced(ours)  # writes what is pending, then checks the kernel
-            t_ours_all = time.perf_counter() - started
-            assert report["missing_count"] == 0, report
-            wait_saved(ours, len(listed))
-            started = time.perf_counter()
-            await restart_until_restored(ours, len(listed))
-            restarted = await enforced(ours)
-            t_restart = time.perf_counter() - started
-            assert restarted["missing_count"] == 0, restarted
-        finally:
-            discard(ours)
+        started = time.perf_counter()
+        t_ours = await ban(ours, listed)
+        report = await enforced(ours)  # writes what is pending, then checks the kernel
+        t_ours_all = time.perf_counter() - started
+        assert report["missing_count"] == 0, report
+        wait_saved(ours, len(listed))
+        ours.stop()
+
+        r_plain, r_ours, r_enforced, r_reports = await restarts(
+            plain, ours, len(listed), args.restarts)
+        discard(plain)
+        discard(ours)
+        plain = ours = None
 
         stock = server(agent, f"nftables-allports[name={JAIL}]", STOCK_FILES)
         try:
@@ -194,6 +229,9 @@ async def main() -> int:
         finally:
             discard(stock)
     finally:
+        for left in (plain, ours):
+            if left is not None:
+                discard(left)
         agent.close()
 
     rate = len(listed) / t_plain
@@ -211,11 +249,21 @@ async def main() -> int:
           f"{stock_100k / t_ours:.0f}x bangd-nftables)")
     print(f"    networks that reached its kernel set: {nets_in_kernel} of {stock_networks} "
           f"(elements in the set: {in_kernel:,} of {len(stock_listed):,})")
-    print(f"  fail2ban restart until all {len(listed):,} bans are restored, no action: "
-          f"{t_plain_restart:.2f} s")
-    print(f"  fail2ban restart until all {restarted['banned']:,} are enforced, bangd-nftables: "
-          f"{t_restart:.2f} s (check included)")
+    m_plain, m_ours, m_enforced = (statistics.median(r) for r in (r_plain, r_ours, r_enforced))
+    m_check = statistics.median(r["took"] for r in r_reports)
+    print(f"  fail2ban restart until all {len(listed):,} bans are restored (median of "
+          f"{args.restarts}, each pair in turn):")
+    print(f"    no action                      {m_plain:7.2f} s   ({_runs(r_plain)})")
+    print(f"    bangd-nftables                 {m_ours:7.2f} s   ({_runs(r_ours)})   "
+          f"this / no action: {m_ours / m_plain:.2f}x")
+    print(f"    bangd-nftables, enforced+checked {m_enforced:5.2f} s   ({_runs(r_enforced)})   "
+          f"this / no action: {m_enforced / m_plain:.2f}x   ({r_reports[-1]['enforced']:,} in "
+          f"the kernel; the check itself {m_check:.2f} s)")
     return 0
+
+
+def _runs(times: list[float]) -> str:
+    return ", ".join(f"{t:.2f}" for t in times)
 
 
 if __name__ == "__main__":
