@@ -107,7 +107,8 @@ class GeoResolver:
         return self._mmdb is not None and self._mmdb.corrupt
 
     async def resolve(self, ips: Sequence[str], *, refresh_seen: bool = True) -> CachedRows:
-        """What is known about each of `ips`, as now cached, keyed by address.
+        """What is known about each of `ips`, as now cached, keyed by address (a
+        read-only mapping whose CachedGeo values are made when read).
 
         `ips` are plain addresses in the form lists are stored in (as bangd's parser and
         `lookup` write them); no CIDR. Cached hits get last_seen = now unless
