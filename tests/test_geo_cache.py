@@ -13,7 +13,8 @@ from bangd.store.geo import (
     SELECT_MANY_SEEN_SQL,
     SELECT_MANY_SQL,
     TOUCH_MANY_SQL,
-    UPSERT_MANY_SQL,
+    UPSERT_ROWS_SQL,
+    UPSERT_RUNS_SQL,
     CachedGeo,
     CachedRows,
     GeoCacheStore,
@@ -133,16 +134,17 @@ async def test_touch_source_searches_the_cache_by_primary_key(db: Database) -> N
         (SELECT_MANY_SQL, ('["8.8.8.8"]',)),
         (SELECT_MANY_SEEN_SQL, (T0, '["8.8.8.8"]')),
         (TOUCH_MANY_SQL, (T0, "[]")),
-        (UPSERT_MANY_SQL, (T0, "[]")),
+        (UPSERT_RUNS_SQL, (T0, "[]")),
+        (UPSERT_ROWS_SQL, (T0, "[]")),
     ],
-    ids=["read", "read-seen", "touch", "write"],
+    ids=["read", "read-seen", "touch", "write-runs", "write-rows"],
 )
 async def test_address_set_statements_search_the_primary_key(
     db: Database, sql: str, params: tuple[object, ...]
 ) -> None:
     detail = await plan(db, sql, params)
     assert "SCAN geo_cache" not in detail
-    if sql != UPSERT_MANY_SQL:  # an insert's conflict check is no step of the plan
+    if sql not in (UPSERT_RUNS_SQL, UPSERT_ROWS_SQL):  # an insert's conflict check is no step
         assert "SEARCH geo_cache USING PRIMARY KEY (ip=?)" in detail
 
 
@@ -196,7 +198,7 @@ async def test_bulk_upsert_keeps_every_value_exactly(store: GeoCacheStore) -> No
     odd = GeoInfo("2001:db8::1", "X\"Y", "Zürich\n\t\\ \u2603 \U0001f600", 4294967295,
                   "", "ip-api", False)
     when = 1_700_000_000.123456789
-    await store.upsert_many([odd, GOOGLE, GOOGLE], when)
+    await store.upsert_many([odd, GOOGLE, QUAD9, GOOGLE], when)
     assert await store.get("2001:db8::1") == CachedGeo(odd, when, when, when)
     assert await store.get("8.8.8.8") == CachedGeo(GOOGLE, when, when, when)
     negative = await store.db.fetchval("SELECT typeof(negative) FROM geo_cache LIMIT 1")
@@ -254,3 +256,21 @@ async def test_negative_flag_is_checked_by_the_schema(db: Database) -> None:
             "INSERT INTO geo_cache (ip, origin, negative, first_resolved, last_resolved,"
             " last_seen) VALUES ('1.2.3.4', 'mmdb', 2, 0, 0, 0)"
         )
+
+
+async def test_bulk_upsert_keeps_the_last_answer_for_an_address_given_twice(
+    store: GeoCacheStore,
+) -> None:
+    moved = GeoInfo("8.8.8.8", "DE", "Germany", 15169, "Google LLC", "ip-api", False)
+    assert await store.upsert_many([GOOGLE, QUAD9, moved], T0) == 2
+    assert await store.get("8.8.8.8") == CachedGeo(moved, T0, T0, T0)
+
+
+async def test_runs_of_one_and_of_many_addresses_are_stored_alike(store: GeoCacheStore) -> None:
+    runs = [(GOOGLE[1:], ["8.8.4.4", "8.8.8.8"]), (QUAD9[1:], ["9.9.9.9"])]
+    assert await store.upsert_runs(runs, T0) == 3
+    assert await store.get_many(["8.8.8.8", "8.8.4.4", "9.9.9.9"]) == {
+        "8.8.8.8": CachedGeo(GOOGLE, T0, T0, T0),
+        "8.8.4.4": CachedGeo(GeoInfo("8.8.4.4", *GOOGLE[1:]), T0, T0, T0),
+        "9.9.9.9": CachedGeo(QUAD9, T0, T0, T0),
+    }

@@ -312,6 +312,48 @@ async def test_small_chunks_resolve_every_address(
     assert (await store.stats())["rows"] == 23
 
 
+async def test_resolve_answers_the_rows_it_wrote_hits_and_misses_alike(
+    make_service: ServiceFactory, store: GeoCacheStore, clock: Clock
+) -> None:
+    """Chunks of 7 over runs of one network, unmapped gaps and odd entries."""
+    addresses = [filler_address(index // 4, 1 + index % 4) for index in range(40)]
+    addresses += ["8.8.8.8", "8.8.8.9", "1.1.1.1", "7.0.0.1", "2a00:1450::1", "::ffff:8.8.8.7"]
+    service = make_service(chunk=7)
+    await service.resolve(addresses[::2])
+    clock.now += 10
+    found = await service.resolve(addresses)
+    assert dict(found) == await store.get_many(addresses)
+    assert {row.last_seen for row in found.values()} == {T0 + 10}
+    assert {ip: row.first_resolved for ip, row in found.items()} == {
+        ip: T0 if index % 2 == 0 else T0 + 10 for index, ip in enumerate(addresses)
+    }
+    assert found["8.8.8.9"].info == GeoInfo("8.8.8.9", *GOOGLE[1:])
+    assert found["::ffff:8.8.8.7"].info.asn == 15169
+    assert found["2a00:1450::1"].info.country_code == "IE"
+    assert found["7.0.0.1"].info.negative
+
+
+async def test_a_failed_write_stops_the_resolve_and_leaves_no_lookup_running(
+    make_service: ServiceFactory, store: GeoCacheStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes = 0
+    upsert_runs = store.upsert_runs
+
+    async def failing_second_write(*args: object, **kwargs: object) -> int:
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            raise OSError("disk full")
+        return await upsert_runs(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "upsert_runs", failing_second_write)
+    before = asyncio.all_tasks()
+    with pytest.raises(OSError, match="disk full"):
+        await make_service(chunk=5).resolve([filler_address(index) for index in range(23)])
+    assert asyncio.all_tasks() == before
+    assert (await store.stats())["rows"] == 5  # the first chunk, not the failed second
+
+
 # -- last_seen ------------------------------------------------------------------------------
 
 

@@ -107,7 +107,8 @@ class GeoResolver:
         return self._mmdb is not None and self._mmdb.corrupt
 
     async def resolve(self, ips: Sequence[str], *, refresh_seen: bool = True) -> CachedRows:
-        """What is known about each of `ips`, as now cached, keyed by address.
+        """What is known about each of `ips`, as now cached, keyed by address (a
+        read-only mapping whose CachedGeo values are made when read).
 
         `ips` are plain addresses in the form lists are stored in (as bangd's parser and
         `lookup` write them); no CIDR. Cached hits get last_seen = now unless
@@ -176,12 +177,21 @@ class GeoResolver:
     async def _write(
         self, chunk: _Chunk, refresh_seen: bool, results: dict[str, CachedAnswer] | None
     ) -> int:
-        """Write one answered chunk in one short transaction; put its rows in `results`."""
+        """Write one answered chunk in one short transaction; put its rows in `results`.
+
+        A chunk with one kind of write (all new, or all cache hits) makes it a single
+        statement, which commits by itself: BEGIN and COMMIT would each be one more trip
+        to the database thread.
+        """
         touch = chunk.kept if refresh_seen else []
-        if chunk.runs or touch:
+        if chunk.runs and touch:
             async with self.store.db.transaction():
                 await self.store.upsert_runs(chunk.runs, chunk.now)
                 await self.store.touch_many(touch, chunk.now)
+        elif chunk.runs:
+            await self.store.upsert_runs(chunk.runs, chunk.now)
+        elif touch:
+            await self.store.touch_many(touch, chunk.now)
         if results is not None:
             _collect(results, chunk)
         await asyncio.sleep(0)  # let other tasks in between chunks
@@ -202,6 +212,8 @@ class GeoResolver:
                 stale.update(run)
         if stale:
             missing = [ip for ip in part if ip not in cached or ip in stale]
+        elif len(cached) == len(part):  # all fresh hits (cached holds only part's keys)
+            missing = []
         elif cached:
             missing = [ip for ip in part if ip not in cached]
         else:
