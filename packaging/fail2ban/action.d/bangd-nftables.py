@@ -2,10 +2,12 @@
 
 fail2ban loads this file in-process (``action = bangd-nftables.py[opt=value, ...]``) and calls
 ``ban()``/``unban()`` once per address or network. Every call only updates an in-memory
-model; a flusher thread writes the changes to nftables through libnftables (Debian's
-``python3-nftables``) a moment later, in one transaction per burst (every 0.25 s while a long
-burst lasts), because a ``banip`` of 1,000 entries or a restart restoring 100k bans calls
-``ban()`` that many times in a row and one kernel write per ban would be the bottleneck.
+model; a flusher thread writes the changes to nftables a moment later, in one transaction per
+burst (every 0.25 s while a long burst lasts), because a ``banip`` of 1,000 entries or a
+restart restoring 100k bans calls ``ban()`` that many times in a row and one kernel write per
+ban would be the bottleneck. The table, its chain, sets and rules are written and read through
+libnftables (Debian's ``python3-nftables``); elements go to and come from the kernel as
+netlink messages of this module's own, which saves libnftables' ~2 us of parsing per element.
 
 Kernel layout, one table per jail (``inet bangd_<jail>``): a set per prefix length in use
 (``v4_32`` for IPv4 addresses, ``v4_24`` for IPv4 /24 networks, ``v6_128``, ``v6_48``, ...),
