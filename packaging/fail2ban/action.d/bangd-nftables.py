@@ -2,10 +2,12 @@
 
 fail2ban loads this file in-process (``action = bangd-nftables.py[opt=value, ...]``) and calls
 ``ban()``/``unban()`` once per address or network. Every call only updates an in-memory
-model; a flusher thread writes the changes to nftables through libnftables (Debian's
-``python3-nftables``) a moment later, in one transaction per burst (every 0.25 s while a long
-burst lasts), because a ``banip`` of 1,000 entries or a restart restoring 100k bans calls
-``ban()`` that many times in a row and one kernel write per ban would be the bottleneck.
+model; a flusher thread writes the changes to nftables a moment later, in one transaction per
+burst (every 0.25 s while a long burst lasts), because a ``banip`` of 1,000 entries or a
+restart restoring 100k bans calls ``ban()`` that many times in a row and one kernel write per
+ban would be the bottleneck. The table, its chain, sets and rules are written and read through
+libnftables (Debian's ``python3-nftables``); elements go to and come from the kernel as
+netlink messages of this module's own, which saves libnftables' ~2 us of parsing per element.
 
 Kernel layout, one table per jail (``inet bangd_<jail>``): a set per prefix length in use
 (``v4_32`` for IPv4 addresses, ``v4_24`` for IPv4 /24 networks, ``v6_128``, ``v6_48``, ...),
@@ -162,6 +164,7 @@ class Action(ActionBase):  # type: ignore[misc]
         self._not_addresses: set[str] = set()
         self._kernel_sets: set[Shape] = set()
         self._stale = True  # the table must be rebuilt from the model before any delta
+        self._netlink_writes = True  # element deltas go straight to netlink (_send_batch)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -410,7 +413,10 @@ class Action(ActionBase):  # type: ignore[misc]
                 return
             started = time.monotonic()
             try:
-                self._run(self._delta_text(adds, deletes), "write")
+                if self._netlink_writes and adds.keys() <= self._kernel_sets:
+                    self._write_elements(adds, deletes)
+                else:  # a set to create first, or netlink writes failed before
+                    self._run(self._delta_text(adds, deletes), "write")
             except NftError as exc:
                 self._logSys.error(
                     "bangd-nftables: table=%s write failed, rebuilding the table: %s",
@@ -485,6 +491,32 @@ class Action(ActionBase):  # type: ignore[misc]
         af, width, ntop = _AF[family], _BYTES[family], socket.inet_ntop
         elements = ", ".join([ntop(af, addr.to_bytes(width, "big")) for addr in addrs])
         return f"{verb} element inet {self._table} {_set_name(family, plen)} {{ {elements} }}"
+
+    def _write_elements(
+        self, adds: dict[Shape, list[int]], deletes: dict[Shape, list[int]]
+    ) -> None:
+        """Element deltas in one netlink transaction, deletes first, as _delta_text would
+        write them: libnftables spends ~2 us of CPU per element parsing and checking the
+        text (100k elements: 0.2 s user + 0.1 s kernel), this ~0.1 us (0.01 s + 0.1 s), and
+        on a busy machine every CPU second the flusher takes is one fail2ban's restore waits
+        for. The kernel's refusals (a table or set gone) raise NftError like nft's; a socket
+        that cannot be used at all sends this action back to libnftables for good."""
+        messages = [
+            message
+            for verb, groups in ((_NFT_MSG_DELSETELEM, deletes), (_NFT_MSG_NEWSETELEM, adds))
+            for (family, plen), addrs in sorted(groups.items())
+            for message in _element_messages(verb, self._table, _set_name(family, plen),
+                                             _BYTES[family], addrs)
+        ]
+        try:
+            _send_batch(messages)
+        except OSError as exc:
+            self._netlink_writes = False
+            self._logSys.warning(
+                "bangd-nftables: table=%s netlink writes failed (%r); writing through "
+                "libnftables from now on", self._table, exc,
+            )
+            self._run(self._delta_text(adds, deletes), "write")
 
     def _run(self, text: str, what: str) -> None:
         rc, _, error = self._nft.cmd(text)
@@ -588,6 +620,17 @@ def _shape_of(name: str) -> Shape | None:
 _NETLINK_NETFILTER = 12
 _NFT_MSG_NEWSETELEM = 10 << 8 | 12  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM
 _NFT_MSG_GETSETELEM = 10 << 8 | 13
+_NFT_MSG_DELSETELEM = 10 << 8 | 14
+_NFNL_MSG_BATCH_BEGIN = 0x10
+_NFNL_MSG_BATCH_END = 0x11
+_NFNL_SUBSYS_NFTABLES = 10
+_NLM_F_ACK = 0x4
+_NLM_F_CREATE = 0x400
+_NLA_F_NESTED = 0x8000
+_SOL_NETLINK = 270
+_NETLINK_CAP_ACK = 10  # acks carry the request's header only, not the whole request
+_SO_SNDBUFFORCE = 32
+_NLA_MAX = 0xFFFF  # an attribute's length is 16 bits: this many bytes of elements at most
 _NLM_F_REQUEST = 0x1
 _NLM_F_DUMP = 0x300
 _NLMSG_ERROR = 2
@@ -597,6 +640,7 @@ _NLA_TYPE = 0x3FFF  # an attribute's type without the NESTED and NET_BYTEORDER f
 _NFTA_SET_ELEM_LIST_TABLE = 1
 _NFTA_SET_ELEM_LIST_SET = 2
 _NFTA_SET_ELEM_LIST_ELEMENTS = 3
+_NFTA_LIST_ELEM = 1
 _NFTA_SET_ELEM_KEY = 1
 _NFTA_SET_ELEM_FLAGS = 3
 _NFTA_DATA_VALUE = 1
@@ -608,6 +652,67 @@ _RECV_SIZE = 1 << 17  # the kernel fills at most 32 KiB per message batch
 def _nlattr(kind: int, value: bytes) -> bytes:
     length = 4 + len(value)
     return struct.pack("=HH", length, kind) + value + bytes(-length % 4)
+
+
+def _element_messages(
+    verb: int, table: str, name: str, width: int, addrs: list[int]
+) -> list[tuple[int, int, bytes]]:
+    """NEWSETELEM/DELSETELEM requests (kind, flags, payload) for a set's elements, as many
+    as the 16-bit length of the ELEMENTS attribute needs: each element is LIST_ELEM { KEY {
+    DATA_VALUE: the address } }."""
+    size = 12 + width
+    prefix = struct.pack("=HHHHHH", size, _NFTA_LIST_ELEM | _NLA_F_NESTED, 8 + width,
+                         _NFTA_SET_ELEM_KEY | _NLA_F_NESTED, 4 + width, _NFTA_DATA_VALUE)
+    head = struct.pack("=BBH", _NFPROTO_INET, 0, 0) + _nlattr(
+        _NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0"
+    ) + _nlattr(_NFTA_SET_ELEM_LIST_SET, name.encode() + b"\0")
+    flags = _NLM_F_REQUEST | _NLM_F_ACK | (_NLM_F_CREATE if verb == _NFT_MSG_NEWSETELEM else 0)
+    per = (_NLA_MAX - 4) // size
+    messages = []
+    for start in range(0, len(addrs), per):
+        body = b"".join([prefix + addr.to_bytes(width, "big")
+                         for addr in addrs[start:start + per]])
+        elements = struct.pack("=HH", 4 + len(body),
+                               _NFTA_SET_ELEM_LIST_ELEMENTS | _NLA_F_NESTED) + body
+        messages.append((verb, flags, head + elements))
+    return messages
+
+
+def _send_batch(messages: list[tuple[int, int, bytes]]) -> None:
+    """Send the requests as one nftables transaction (all or nothing) and wait for the
+    kernel's ack of each. NftError: the kernel refused one (and so all); OSError: the socket
+    itself failed."""
+    if not messages:
+        return
+    batch = struct.pack("=BBH", 0, 0, socket.htons(_NFNL_SUBSYS_NFTABLES))
+    parts = [struct.pack("=IHHII", 20, _NFNL_MSG_BATCH_BEGIN, _NLM_F_REQUEST, 1, 0) + batch]
+    for seq, (kind, flags, payload) in enumerate(messages, start=2):
+        parts.append(struct.pack("=IHHII", 16 + len(payload), kind, flags, seq, 0) + payload)
+    parts.append(struct.pack("=IHHII", 20, _NFNL_MSG_BATCH_END, _NLM_F_REQUEST,
+                             len(messages) + 2, 0) + batch)
+    data = b"".join(parts)
+    buf = bytearray(_RECV_SIZE)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER) as sock:
+        sock.settimeout(_DUMP_TIMEOUT)
+        sock.bind((0, 0))
+        sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
+        # the whole batch goes in one send (the kernel takes one message as one transaction)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, len(data) + 65536)
+        sock.send(data)
+        waiting = set(range(2, len(messages) + 2))
+        while waiting:
+            size = sock.recv_into(buf, 0, socket.MSG_TRUNC)
+            at = 0
+            while at + 16 <= min(size, len(buf)):
+                length, kind, _, seq = struct.unpack_from("=IHHI", buf, at)
+                if length < 16:
+                    raise NftError("netlink write: a malformed reply")
+                if kind == _NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", buf, at + 16)
+                    if code:
+                        raise NftError(f"netlink write refused: {os.strerror(-code)}")
+                    waiting.discard(seq)
+                at += (length + 3) & ~3
 
 
 def _dump_set(table: str, name: str, shape: Shape) -> set[Key] | None:
