@@ -53,6 +53,8 @@ class Fail2banConfig:
     socket: str = "/var/run/fail2ban/fail2ban.sock"
     jail: str = "blocklist"
     timeout: float = 10.0
+    # The Applier's batch (services/apply.py), and the cap of one wire call to fail2ban,
+    # which may be smaller (fail2ban/client.py).
     batch_size: int = 1000
     reconcile_interval: float = 900.0
 

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,35 +125,51 @@ class DaemonProcess:
 
 
 @contextlib.contextmanager
-def daemon_over_lists(
-    prefix: str, fail2ban_socket: str, jail: str, lists: dict[str, str | None],
-    first_states: dict[str, str], *, missing: str = "missing.txt",
+def ready_daemon(
+    prefix: str,
+    fail2ban_socket: str,
+    jail: str,
+    *,
+    files: Mapping[str, str | bytes],
+    sources: Sequence[Mapping[str, Any]],
+    **settings: Any,
 ) -> Iterator[DaemonProcess]:
-    """The real bangd with one file source per `lists` entry (None: the file `missing`,
-    which does not exist), yielded once each source's first run ended in its
-    `first_states` state."""
-    with short_tmpdir(prefix) as d:
-        for name, text in lists.items():
-            if text is not None:
-                Path(d, f"{name}.txt").write_text(text)
-        proc = DaemonProcess(d, {
+    """A bangd process in a short directory of its own (`prefix`), once it said READY=1.
+
+    `files` are written there first (name: contents); each source's `path` is a name in
+    that directory, and its interval is 1d unless it says otherwise. `settings` go on top
+    of the config (e.g. skip_reserved=False). The process is killed on the way out.
+    """
+    with short_tmpdir(prefix) as directory:
+        for name, contents in files.items():
+            path = Path(directory, name)
+            if isinstance(contents, bytes):
+                path.write_bytes(contents)
+            else:
+                path.write_text(contents)
+        proc = DaemonProcess(directory, {
             "fail2ban": {"socket": fail2ban_socket, "jail": jail},
-            "skip_reserved": False,
-            "sources": [{"name": name, "interval": "1d",
-                         "path": f"{d}/{name}.txt" if text is not None else f"{d}/{missing}"}
-                        for name, text in lists.items()],
+            "sources": [{"interval": "1d", **source,
+                         "path": os.path.join(directory, source["path"])}
+                        for source in sources],
+            **settings,
         })
-        proc.start()
         try:
+            proc.start()
             proc.wait_for("READY=1")
-            deadline = time.monotonic() + 20
-            while True:
-                states = {s["name"]: s["last_state"]
-                          for s in bangctl_json(proc.socket, "sources")["sources"]}
-                if states == first_states:
-                    break
-                assert time.monotonic() < deadline, states
-                time.sleep(0.05)
             yield proc
         finally:
             proc.close()
+
+
+def wait_first_runs(proc: DaemonProcess, states: Mapping[str, str], timeout: float = 20) -> None:
+    """Wait until each source's last run ended in the state given for it (the timer imports
+    every source once at start)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = {s["name"]: s["last_state"]
+                for s in bangctl_json(proc.socket, "sources")["sources"]}
+        if seen == dict(states):
+            return
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.05)

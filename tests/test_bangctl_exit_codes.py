@@ -9,18 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import DaemonProcess, bangctl, daemon_over_lists
+from tests.daemon_process import DaemonProcess, bangctl, ready_daemon, wait_first_runs
 from tests.fail2ban_server import PrivateFail2ban
 
 
 @pytest.fixture
 def daemon(fail2ban_jail: str, fail2ban_server: PrivateFail2ban) -> Iterator[DaemonProcess]:
     """Source `good` reads a list; source `gone` points at a file that does not exist."""
-    with daemon_over_lists("bangd-exit-", fail2ban_server.socket, fail2ban_jail,
-                           {"good": "203.0.113.1\n", "gone": None},
-                           {"good": "completed", "gone": "failed"}) as proc:
+    with ready_daemon("bangd-exit-", fail2ban_server.socket, fail2ban_jail,
+                      files={"good.txt": "203.0.113.1\n"},
+                      sources=[{"name": "good", "path": "good.txt"},
+                               {"name": "gone", "path": "missing.txt"}],
+                      skip_reserved=False) as proc:
+        wait_first_runs(proc, {"good": "completed", "gone": "failed"})
         yield proc
-
 
 
 def test_import_exits_1_when_a_source_fails_and_still_prints_every_summary(

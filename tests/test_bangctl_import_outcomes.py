@@ -7,29 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import DaemonProcess, bangctl, bangctl_json
+from tests.daemon_process import DaemonProcess, bangctl, bangctl_json, ready_daemon
 from tests.fail2ban_server import PrivateFail2ban
-from tests.shortdir import short_tmpdir
 
 FEEDS = Path(__file__).parent / "data" / "feeds"
 
 
 @pytest.fixture
 def daemon(fail2ban_jail: str, fail2ban_server: PrivateFail2ban) -> Iterator[DaemonProcess]:
-    with short_tmpdir("bangd-out-") as d:
-        Path(d, "good.txt").write_text("11.0.0.1\n\x1b[2Jbogus\x1b]0;title\x07\n")
-        Path(d, "dshield.txt").write_bytes((FEEDS / "block.txt").read_bytes())
-        proc = DaemonProcess(d, {
-            "fail2ban": {"socket": fail2ban_server.socket, "jail": fail2ban_jail},
-            "sources": [
-                {"name": "good", "path": f"{d}/good.txt", "interval": "1d"},
-                {"name": "wrong", "path": f"{d}/dshield.txt", "interval": "1d"},
-            ],
-        })
-        proc.start()
-        proc.wait_for("READY=1")
+    with ready_daemon("bangd-out-", fail2ban_server.socket, fail2ban_jail,
+                      files={"good.txt": "11.0.0.1\n\x1b[2Jbogus\x1b]0;title\x07\n",
+                             "dshield.txt": (FEEDS / "block.txt").read_bytes()},
+                      sources=[{"name": "good", "path": "good.txt"},
+                               {"name": "wrong", "path": "dshield.txt"}]) as proc:
         yield proc
-        proc.close()
 
 
 def test_import_exits_1_when_any_import_failed(daemon: DaemonProcess) -> None:
@@ -55,24 +46,15 @@ def test_escape_sequences_from_a_list_never_reach_the_terminal_or_the_log(
 def test_the_latest_parses_invalid_count_stays_in_sources_status_and_metrics(
     tmp_path: Path, fail2ban_server: PrivateFail2ban, fail2ban_jail: str,
 ) -> None:
-    with short_tmpdir("bangd-invalid-") as d:
-        listing = Path(d, "list.txt")
-        listing.write_text("198.51.100.7\nnot-an-address\n999.1.1.1\n")
-        proc = DaemonProcess(d, {
-            "fail2ban": {"socket": fail2ban_server.socket, "jail": fail2ban_jail},
-            "skip_reserved": False,
-            "sources": [{"name": "l", "path": str(listing), "interval": "1d"}],
-        })
-        try:
-            proc.start()
-            proc.wait_for("READY=1")
-            bangctl(proc.socket, "import", "l")
-            bangctl(proc.socket, "import", "l")  # unchanged: the count carries over
-            (row,) = bangctl_json(proc.socket, "sources")["sources"]
-            assert (row["last_state"], row["invalid"]) == ("unchanged", 2)
-            assert "l: 2 invalid lines" in bangctl(proc.socket, "sources").stdout
-            assert "l: 2 invalid lines" in bangctl(proc.socket, "status").stdout
-            metrics = bangctl(proc.socket, "metrics").stdout
-            assert f'bangd_source_invalid_lines{{jail="{fail2ban_jail}",source="l"}} 2' in metrics
-        finally:
-            proc.close()
+    with ready_daemon("bangd-invalid-", fail2ban_server.socket, fail2ban_jail,
+                      files={"list.txt": "198.51.100.7\nnot-an-address\n999.1.1.1\n"},
+                      sources=[{"name": "l", "path": "list.txt"}],
+                      skip_reserved=False) as proc:
+        bangctl(proc.socket, "import", "l")
+        bangctl(proc.socket, "import", "l")  # unchanged: the count carries over
+        (row,) = bangctl_json(proc.socket, "sources")["sources"]
+        assert (row["last_state"], row["invalid"]) == ("unchanged", 2)
+        assert "l: 2 invalid lines" in bangctl(proc.socket, "sources").stdout
+        assert "l: 2 invalid lines" in bangctl(proc.socket, "status").stdout
+        metrics = bangctl(proc.socket, "metrics").stdout
+        assert f'bangd_source_invalid_lines{{jail="{fail2ban_jail}",source="l"}} 2' in metrics

@@ -10,18 +10,19 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_process import DaemonProcess, bangctl, bangctl_json, daemon_over_lists
+from tests.daemon_process import DaemonProcess, bangctl, bangctl_json, ready_daemon, wait_first_runs
 from tests.fail2ban_server import PrivateFail2ban
 
 
 @pytest.fixture
 def daemon(fail2ban_jail: str, fail2ban_server: PrivateFail2ban) -> Iterator[DaemonProcess]:
-    lists: dict[str, str | None] = {"a": "203.0.113.1\n203.0.113.2\nbogus\n",
-                                    "b": "203.0.113.2\n203.0.113.3\n"}
-    with daemon_over_lists("bangd-ctl-", fail2ban_server.socket, fail2ban_jail, lists,
-                           {"a": "completed", "b": "completed"}) as proc:
+    with ready_daemon("bangd-ctl-", fail2ban_server.socket, fail2ban_jail,
+                      files={"a.txt": "203.0.113.1\n203.0.113.2\nbogus\n",
+                             "b.txt": "203.0.113.2\n203.0.113.3\n"},
+                      sources=[{"name": "a", "path": "a.txt"}, {"name": "b", "path": "b.txt"}],
+                      skip_reserved=False) as proc:
+        wait_first_runs(proc, {"a": "completed", "b": "completed"})
         yield proc
-
 
 
 def banned(server: PrivateFail2ban) -> set[str]:

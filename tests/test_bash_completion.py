@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from bangd.cli.bangctl import build_parser
-from tests.daemon_process import BIN_DIR, DaemonProcess
+from tests.daemon_process import BIN_DIR, DaemonProcess, ready_daemon
 from tests.fail2ban_server import PrivateFail2ban
-from tests.shortdir import short_tmpdir
 
 SCRIPT = Path(__file__).resolve().parent.parent / "packaging/debian/bash-completion/bangctl"
 DRIVER = 'source "$1"; shift; COMP_CWORD=$1; shift; COMP_WORDS=("$@"); _bangctl; ' \
@@ -38,19 +37,11 @@ def complete(*words: str, env: dict[str, str] | None = None) -> list[str]:
 
 @pytest.fixture
 def daemon(fail2ban_jail: str, fail2ban_server: PrivateFail2ban) -> Iterator[DaemonProcess]:
-    with short_tmpdir("bangd-compl-") as d:
-        Path(d, "a.txt").write_text("203.0.113.1\n")
-        proc = DaemonProcess(d, {
-            "fail2ban": {"socket": fail2ban_server.socket, "jail": fail2ban_jail},
-            "sources": [
-                {"name": "spamhaus-drop", "path": f"{d}/a.txt", "interval": "1d"},
-                {"name": "firehol", "path": f"{d}/a.txt", "interval": "1d", "jail": "bl2"},
-            ],
-        })
-        proc.start()
-        proc.wait_for("READY=1")
+    with ready_daemon("bangd-compl-", fail2ban_server.socket, fail2ban_jail,
+                      files={"a.txt": "203.0.113.1\n"},
+                      sources=[{"name": "spamhaus-drop", "path": "a.txt"},
+                               {"name": "firehol", "path": "a.txt", "jail": "bl2"}]) as proc:
         yield proc
-        proc.close()
 
 
 def test_completes_command_names() -> None:

@@ -1,5 +1,6 @@
 """The Daemon in-process: start, serve its control socket, reload, stop, against the real
-private fail2ban; systemd's notifications recorded through the notifier seam."""
+private fail2ban; systemd's notifications recorded through the notifier seam, time given
+through the clock seam."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from bangd.control.client import ControlClient
 from bangd.daemon import Daemon
 from tests.fail2ban_server import PrivateFail2ban
 from tests.shortdir import short_tmpdir
+
+T0 = 1_700_000_000.0
 
 
 class Recorder:
@@ -113,3 +116,21 @@ async def test_stop_removes_the_socket_and_leaves_no_task_behind(
     assert "STOPPING=1" in recorder.messages
     left = {t for t in asyncio.all_tasks() - before if not t.done()}
     assert left == set(), left
+
+
+async def test_the_clock_seam_dates_status_and_the_run_records(
+    workdir: Path, fail2ban_server: PrivateFail2ban, fail2ban_jail: str
+) -> None:
+    daemon = Daemon(load_config(write_config(workdir, fail2ban_server, ["one"])),
+                    notifier=Recorder(), clock=lambda: T0)
+    await daemon.start()
+    try:
+        (result,) = (await call(daemon, "import", {"sources": ["one"]}))["imports"]
+        status = await call(daemon, "status")
+        runs = (await call(daemon, "runs", {"source": "one"}))["runs"]
+    finally:
+        await daemon.stop()
+    assert result["state"] in ("completed", "unchanged")
+    assert (status["started_at"], status["uptime"]) == (T0, 0.0)
+    assert {run["started"] for run in runs} == {T0}
+    assert {run["finished"] for run in runs if run["state"] != "running"} == {T0}

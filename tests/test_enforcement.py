@@ -22,49 +22,38 @@ import pytest
 
 from bangd.errors import Fail2banCommandFailed
 from bangd.fail2ban.client import Fail2banClient
-from tests.daemon_process import DaemonProcess, bangctl
-from tests.fail2ban_server import PrivateFail2ban, running
+from tests.daemon_process import DaemonProcess, bangctl, ready_daemon
+from tests.enforcing import (
+    ACTION,
+    ACTION_FILE,
+    JAIL,
+    OPEN_WAIT,
+    REPO,
+    enforcing_fail2ban,
+    fail2ban_client,
+)
+from tests.fail2ban_server import PrivateFail2ban
 from tests.netns import NetnsPair
-from tests.shortdir import short_tmpdir
 
-REPO = Path(__file__).resolve().parent.parent
-ACTION_FILE = REPO / "packaging" / "fail2ban" / "action.d" / "bangd-nftables.py"
 JAIL_FILE = REPO / "packaging" / "fail2ban" / "jail.d" / "bangd.conf"
-JAIL = "blocklist"
-ACTION = "bangd-nftables"
 STOCK_ACTION_FILES = tuple(
     Path("/etc/fail2ban/action.d") / name for name in ("nftables.conf", "nftables-allports.conf")
 )
-# A connect expected to succeed may wait longer at no cost (it returns at once when the
-# path works), so a loaded machine cannot turn a slow handshake into a false "dropped".
-OPEN_WAIT = 5.0
 CLEAN_V4 = "198.51.100.8"
 CLEAN_V6 = "2001:db8:2:ffff::8"
-
-
-def _enforcing_server(
-    netns: NetnsPair, *jails: str, action: str = "bangd-nftables.py"
-) -> PrivateFail2ban:
-    return PrivateFail2ban(
-        jails=jails or (JAIL,), action=action, action_files=[ACTION_FILE],
-        netns_pid=netns.server.pid,
-    )  # fmt: skip
 
 
 @pytest.fixture
 def fail2ban(netns: NetnsPair) -> Iterator[PrivateFail2ban]:
     """fail2ban-server in the server namespace, jail "blocklist" with bangd-nftables."""
-    with running(_enforcing_server(netns)) as server:
+    with enforcing_fail2ban(netns) as server:
         yield server
 
 
 @pytest.fixture
 async def client(fail2ban: PrivateFail2ban) -> AsyncIterator[Fail2banClient]:
-    f2b = Fail2banClient(fail2ban.socket)
-    try:
+    async with fail2ban_client(fail2ban) as f2b:
         yield f2b
-    finally:
-        await f2b.close()
 
 
 async def enforced(client: Fail2banClient, jail: str = JAIL, **kwargs: Any) -> dict[str, Any]:
@@ -254,42 +243,29 @@ async def test_stopping_fail2ban_leaves_no_rule_behind(
 
 
 async def test_two_jails_get_tables_of_their_own(netns: NetnsPair) -> None:
-    server = _enforcing_server(netns, "a-b", "a_b")
-    server.start()
-    f2b = Fail2banClient(server.socket)
-    try:
-        await f2b.ban("a-b", ["198.51.100.7"])
-        await f2b.ban("a_b", ["203.0.113.0/24"])
-        one, other = await enforced(f2b, "a-b"), await enforced(f2b, "a_b")
+    with enforcing_fail2ban(netns, "a-b", "a_b") as server:
+        async with fail2ban_client(server) as f2b:
+            await f2b.ban("a-b", ["198.51.100.7"])
+            await f2b.ban("a_b", ["203.0.113.0/24"])
+            one, other = await enforced(f2b, "a-b"), await enforced(f2b, "a_b")
 
-        assert one["table"] != other["table"]
-        assert (one["kernel_elements"], other["kernel_elements"]) == (1, 1)
-        await f2b.unban("a-b", ["198.51.100.7"])
-        assert (await enforced(f2b, "a_b"))["missing_count"] == 0
-        assert netns.connect("203.0.113.9") == "timeout"
-    finally:
-        await f2b.close()
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
+            assert one["table"] != other["table"]
+            assert (one["kernel_elements"], other["kernel_elements"]) == (1, 1)
+            await f2b.unban("a-b", ["198.51.100.7"])
+            assert (await enforced(f2b, "a_b"))["missing_count"] == 0
+            assert netns.connect("203.0.113.9") == "timeout"
 
 
 async def test_options_name_the_table_and_make_bans_rejects(netns: NetnsPair) -> None:
-    server = _enforcing_server(
-        netns, action="bangd-nftables.py[table=edge_drop, blocktype=reject, priority=-50]"
-    )
-    server.start()
-    f2b = Fail2banClient(server.socket)
-    try:
-        await f2b.ban(JAIL, ["198.51.100.7"])
-        report = await enforced(f2b)
+    options = "bangd-nftables.py[table=edge_drop, blocktype=reject, priority=-50]"
+    with enforcing_fail2ban(netns, action=options) as server:
+        async with fail2ban_client(server) as f2b:
+            await f2b.ban(JAIL, ["198.51.100.7"])
+            report = await enforced(f2b)
 
-        assert (report["table"], report["missing_count"]) == ("edge_drop", 0)
-        assert "priority -50" in netns.nft("list", "chain", "inet", "edge_drop", "input")
-        assert netns.connect("198.51.100.7") == "refused"
-    finally:
-        await f2b.close()
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
+            assert (report["table"], report["missing_count"]) == ("edge_drop", 0)
+            assert "priority -50" in netns.nft("list", "chain", "inet", "edge_drop", "input")
+            assert netns.connect("198.51.100.7") == "refused"
 
 
 async def test_a_bad_argument_comes_back_as_an_error_bangd_can_read(
@@ -320,21 +296,15 @@ async def test_an_import_through_the_slow_stock_action_shrinks_batches_and_never
     """nftables-allports forks one `nft` per ban (~5 ms): 1,000 entries in one banip would
     take ~5 s, more than this client's 2 s timeout; measured batch sizes keep each answer
     inside it."""
-    server = PrivateFail2ban(jails=(JAIL,), action=f"nftables-allports[name={JAIL}]",
-                             action_files=STOCK_ACTION_FILES, netns_pid=netns.server.pid)
-    server.start()
-    f2b = Fail2banClient(server.socket, timeout=2.0, batch_size=1000)
     entries = [f"198.51.{n // 250}.{n % 250 + 1}" for n in range(1000)]
-    try:
-        started = time.monotonic()
+    with enforcing_fail2ban(netns, action=f"nftables-allports[name={JAIL}]",
+                            action_files=STOCK_ACTION_FILES) as server:
+        async with fail2ban_client(server, timeout=2.0, batch_size=1000) as f2b:
+            started = time.monotonic()
 
-        assert await f2b.ban(JAIL, entries) == 1000
+            assert await f2b.ban(JAIL, entries) == 1000
 
-        assert time.monotonic() - started > 2.0, "too fast to prove anything"
-    finally:
-        await f2b.close()
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
+            assert time.monotonic() - started > 2.0, "too fast to prove anything"
 
 
 @pytest.mark.slow
@@ -343,34 +313,29 @@ def test_bangd_imports_lists_and_the_kernel_drops_what_they_list(
 ) -> None:
     """The real daemon, two sources, one jail with bangd-nftables. A network dropped from
     its list reopens; an overlapping network another source lists stays dropped."""
-    with short_tmpdir("bangd-enf-") as workdir:
-        first, second = Path(workdir, "first.txt"), Path(workdir, "second.txt")
-        first.write_text("198.51.100.7\n203.0.113.0/24\n2001:db8:2::/48\n")
-        second.write_text("203.0.113.128/25\n")
-        daemon = DaemonProcess(workdir, {
-            "fail2ban": {"socket": fail2ban.socket, "jail": JAIL},
-            "skip_reserved": False,  # documentation ranges, inside the test's namespaces
-            "sources": [{"name": "first", "path": str(first), "interval": "1h"},
-                        {"name": "second", "path": str(second), "interval": "1h"}],
-        })  # fmt: skip
-        try:
-            daemon.start()
-            daemon.wait_for("READY=1")
-            _bangctl_ok(daemon, "import", "first", "second")
-            report = _enforced_now(fail2ban)
-            assert (report["banned"], report["missing_count"]) == (4, 0)
-            for source in ("198.51.100.7", "203.0.113.9", "203.0.113.200", "2001:db8:2::9"):
-                assert netns.connect(source) == "timeout", source
-            assert netns.connect(CLEAN_V4, timeout=OPEN_WAIT) == "open"
+    with ready_daemon(
+        "bangd-enf-", fail2ban.socket, JAIL,
+        files={"first.txt": "198.51.100.7\n203.0.113.0/24\n2001:db8:2::/48\n",
+               "second.txt": "203.0.113.128/25\n"},
+        sources=[{"name": "first", "path": "first.txt", "interval": "1h"},
+                 {"name": "second", "path": "second.txt", "interval": "1h"}],
+        skip_reserved=False,  # documentation ranges, inside the test's namespaces
+    ) as daemon:
+        _bangctl_ok(daemon, "import", "first", "second")
+        report = _enforced_now(fail2ban)
+        assert (report["banned"], report["missing_count"]) == (4, 0)
+        for source in ("198.51.100.7", "203.0.113.9", "203.0.113.200", "2001:db8:2::9"):
+            assert netns.connect(source) == "timeout", source
+        assert netns.connect(CLEAN_V4, timeout=OPEN_WAIT) == "open"
 
-            first.write_text("198.51.100.7\n2001:db8:2::/48\n# 203.0.113.0/24 delisted\n")
-            _bangctl_ok(daemon, "import", "first")
+        Path(daemon.dir, "first.txt").write_text(
+            "198.51.100.7\n2001:db8:2::/48\n# 203.0.113.0/24 delisted\n"
+        )
+        _bangctl_ok(daemon, "import", "first")
 
-            assert _enforced_now(fail2ban)["banned"] == 3
-            assert netns.connect("203.0.113.9", timeout=OPEN_WAIT) == "open"
-            assert netns.connect("203.0.113.200") == "timeout"
-        finally:
-            daemon.close()
+        assert _enforced_now(fail2ban)["banned"] == 3
+        assert netns.connect("203.0.113.9", timeout=OPEN_WAIT) == "open"
+        assert netns.connect("203.0.113.200") == "timeout"
 
 
 def _bangctl_ok(daemon: DaemonProcess, *args: str) -> None:

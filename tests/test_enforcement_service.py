@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
 from bangd.fail2ban.client import Fail2banClient
 from bangd.services.enforcement import Enforcement
-from tests.daemon_process import DaemonProcess, bangctl, bangctl_json
-from tests.fail2ban_server import PrivateFail2ban, running
+from tests.daemon_process import bangctl, bangctl_json, ready_daemon
+from tests.enforcing import JAIL, OPEN_WAIT, enforcing_fail2ban, fail2ban_client
+from tests.fail2ban_server import PrivateFail2ban
 from tests.netns import NetnsPair
-from tests.shortdir import short_tmpdir
-from tests.test_enforcement import ACTION_FILE, JAIL, OPEN_WAIT
 
 LISTED = ["198.51.100.7", "203.0.113.0/24", "2001:db8:2::7", "2001:db8:2:100::/56"]
 
@@ -33,19 +31,14 @@ class Applied:
 
 @pytest.fixture
 def fail2ban(netns: NetnsPair) -> Iterator[PrivateFail2ban]:
-    with running(PrivateFail2ban(jails=(JAIL, "plain"), action="bangd-nftables.py",
-                                 action_files=[ACTION_FILE], netns_pid=netns.server.pid,
-                                 plain_jails=("plain",))) as server:
+    with enforcing_fail2ban(netns, JAIL, "plain", plain_jails=("plain",)) as server:
         yield server
 
 
 @pytest.fixture
 async def client(fail2ban: PrivateFail2ban) -> AsyncIterator[Fail2banClient]:
-    f2b = Fail2banClient(fail2ban.socket)
-    try:
+    async with fail2ban_client(fail2ban) as f2b:
         yield f2b
-    finally:
-        await f2b.close()
 
 
 async def test_everything_applied_and_banned_is_enforced(client: Fail2banClient) -> None:
@@ -89,63 +82,49 @@ def test_bangctl_verify_finds_a_firewall_flush_and_reconcile_repairs_it(
 ) -> None:
     """The whole path as an operator meets it: import, verify, `nft flush ruleset` (what a
     firewall reload does), verify again, reconcile, packets dropped again."""
-    with short_tmpdir("bangd-verify-") as workdir:
-        listing = Path(workdir, "list.txt")
-        listing.write_text("198.51.100.7\n203.0.113.0/24\n2001:db8:2::/48\n")
-        daemon = DaemonProcess(workdir, {
-            "fail2ban": {"socket": fail2ban.socket, "jail": JAIL},
-            "skip_reserved": False,  # documentation ranges, inside the test's namespaces
-            "sources": [{"name": "list", "path": str(listing), "interval": "1h"}],
-        })
-        try:
-            daemon.start()
-            daemon.wait_for("READY=1")
-            assert bangctl(daemon.socket, "import", "list").returncode == 0
-            ok = bangctl(daemon.socket, "verify")
-            assert ok.returncode == 0, ok.stdout + ok.stderr
-            assert re.search(r"blocklist\s+3\s+3\s+0\s+ok", ok.stdout), ok.stdout
-            assert "kernel drops all 3" in bangctl(daemon.socket, "status").stdout
-            (found,) = bangctl_json(daemon.socket, "lookup", "203.0.113.9")["results"]
-            assert found["kernel"] == {JAIL: "dropped"}
+    with ready_daemon(
+        "bangd-verify-", fail2ban.socket, JAIL,
+        files={"list.txt": "198.51.100.7\n203.0.113.0/24\n2001:db8:2::/48\n"},
+        sources=[{"name": "list", "path": "list.txt", "interval": "1h"}],
+        skip_reserved=False,  # documentation ranges, inside the test's namespaces
+    ) as daemon:
+        assert bangctl(daemon.socket, "import", "list").returncode == 0
+        ok = bangctl(daemon.socket, "verify")
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert re.search(r"blocklist\s+3\s+3\s+0\s+ok", ok.stdout), ok.stdout
+        assert "kernel drops all 3" in bangctl(daemon.socket, "status").stdout
+        (found,) = bangctl_json(daemon.socket, "lookup", "203.0.113.9")["results"]
+        assert found["kernel"] == {JAIL: "dropped"}
 
-            netns.nft("flush", "ruleset")
-            assert netns.connect("203.0.113.9", timeout=OPEN_WAIT) == "open"
-            gap = bangctl(daemon.socket, "verify")
-            assert gap.returncode == 1
-            assert "MISSING" in gap.stdout and "203.0.113.0/24" in gap.stdout
-            looked = bangctl(daemon.socket, "lookup", "203.0.113.9").stdout
-            assert "kernel: NOT dropped: missing 203.0.113.0/24" in looked, looked
+        netns.nft("flush", "ruleset")
+        assert netns.connect("203.0.113.9", timeout=OPEN_WAIT) == "open"
+        gap = bangctl(daemon.socket, "verify")
+        assert gap.returncode == 1
+        assert "MISSING" in gap.stdout and "203.0.113.0/24" in gap.stdout
+        looked = bangctl(daemon.socket, "lookup", "203.0.113.9").stdout
+        assert "kernel: NOT dropped: missing 203.0.113.0/24" in looked, looked
 
-            repaired = bangctl_json(daemon.socket, "reconcile")
-            assert repaired["jails"][0]["enforcement"]["repaired"] is True
-            assert bangctl(daemon.socket, "verify").returncode == 0
-            assert netns.connect("203.0.113.9") == "timeout"
-        finally:
-            daemon.close()
+        repaired = bangctl_json(daemon.socket, "reconcile")
+        assert repaired["jails"][0]["enforcement"]["repaired"] is True
+        assert bangctl(daemon.socket, "verify").returncode == 0
+        assert netns.connect("203.0.113.9") == "timeout"
 
 
 def test_a_jail_whose_action_is_not_bangds_is_flagged_by_status_and_verify(
     fail2ban: PrivateFail2ban,
 ) -> None:
-    with short_tmpdir("bangd-verify-") as workdir:
-        listing = Path(workdir, "list.txt")
-        listing.write_text("198.51.100.7\n")
-        daemon = DaemonProcess(workdir, {
-            "fail2ban": {"socket": fail2ban.socket, "jail": "plain"},
-            "skip_reserved": False,
-            "sources": [{"name": "list", "path": str(listing), "interval": "1h"}],
-        })
-        try:
-            daemon.start()
-            daemon.wait_for("READY=1")
-            assert bangctl(daemon.socket, "import", "list").returncode == 0
-            checked = bangctl(daemon.socket, "verify")
-            assert checked.returncode == 1
-            assert "CANNOT CHECK" in checked.stdout
-            status = bangctl_json(daemon.socket, "status")
-            kernel = next(j for j in status["jails"] if j["jail"] == "plain")["enforcement"]
-            assert kernel["bangd_action"] is False
-            assert "not bangd-nftables" in kernel["error"]
-            assert "NOT ENFORCED BY BANGD" in bangctl(daemon.socket, "status").stdout
-        finally:
-            daemon.close()
+    with ready_daemon(
+        "bangd-verify-", fail2ban.socket, "plain",
+        files={"list.txt": "198.51.100.7\n"},
+        sources=[{"name": "list", "path": "list.txt", "interval": "1h"}],
+        skip_reserved=False,
+    ) as daemon:
+        assert bangctl(daemon.socket, "import", "list").returncode == 0
+        checked = bangctl(daemon.socket, "verify")
+        assert checked.returncode == 1
+        assert "CANNOT CHECK" in checked.stdout
+        status = bangctl_json(daemon.socket, "status")
+        kernel = next(j for j in status["jails"] if j["jail"] == "plain")["enforcement"]
+        assert kernel["bangd_action"] is False
+        assert "not bangd-nftables" in kernel["error"]
+        assert "NOT ENFORCED BY BANGD" in bangctl(daemon.socket, "status").stdout

@@ -12,7 +12,7 @@ import pytest
 
 from bangd.control.client import ControlClient
 from bangd.notify import SystemdNotifier
-from tests.daemon_process import DaemonProcess
+from tests.daemon_process import ready_daemon
 from tests.fail2ban_server import PrivateFail2ban
 from tests.shortdir import short_tmpdir
 
@@ -86,22 +86,13 @@ def test_without_notify_socket_nothing_is_sent(monkeypatch: pytest.MonkeyPatch) 
 def test_daemon_keeps_answering_when_systemd_never_reads(
     fail2ban_server: PrivateFail2ban, fail2ban_jail: str,
 ) -> None:
-    with short_tmpdir("bangd-notify-") as d:
-        listing = os.path.join(d, "list.txt")
-        with open(listing, "w") as f:
-            f.write("198.51.100.7\n")
-        proc = DaemonProcess(d, {
-            "fail2ban": {"socket": fail2ban_server.socket, "jail": fail2ban_jail},
-            "sources": [{"name": "a", "path": listing, "interval": "1d"}],
-        })
-        try:
-            proc.start()
-            proc.wait_for("READY=1")  # from here on the test never reads the notify socket
-            with ControlClient(proc.socket, timeout=20.0) as client:
-                for _ in range(50):
-                    result = client.call("import", {"sources": ["a"], "force": True})
-                    assert result["imports"][0]["state"] in ("completed", "unchanged")
-                assert client.call("status")["version"]
-            assert "not reading its notify socket" in proc.log_text()
-        finally:
-            proc.close()
+    with ready_daemon("bangd-notify-", fail2ban_server.socket, fail2ban_jail,
+                      files={"list.txt": "198.51.100.7\n"},
+                      sources=[{"name": "a", "path": "list.txt"}]) as proc:
+        # READY=1 was read; from here on the test never reads the notify socket.
+        with ControlClient(proc.socket, timeout=20.0) as client:
+            for _ in range(50):
+                result = client.call("import", {"sources": ["a"], "force": True})
+                assert result["imports"][0]["state"] in ("completed", "unchanged")
+            assert client.call("status")["version"]
+        assert "not reading its notify socket" in proc.log_text()

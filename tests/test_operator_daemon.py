@@ -6,31 +6,22 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import DaemonProcess, bangctl, bangctl_json
+from tests.daemon_process import DaemonProcess, bangctl, bangctl_json, ready_daemon
 from tests.fail2ban_server import PrivateFail2ban
-from tests.shortdir import short_tmpdir
 
 LISTED = ("192.0.2.1", "192.0.2.2")
 
 
 @pytest.fixture
 def daemon(fail2ban_jail: str, fail2ban_server: PrivateFail2ban) -> Iterator[DaemonProcess]:
-    with short_tmpdir("bangd-ops-") as d:
-        Path(d, "a.txt").write_text("\n".join(LISTED) + "\n")
-        proc = DaemonProcess(d, {
-            "fail2ban": {"socket": fail2ban_server.socket, "jail": fail2ban_jail},
-            "skip_reserved": False,
-            "sources": [{"name": "a", "path": f"{d}/a.txt", "interval": "1d"}],
-        })
-        proc.start()
-        proc.wait_for("READY=1")
+    with ready_daemon("bangd-ops-", fail2ban_server.socket, fail2ban_jail,
+                      files={"a.txt": "\n".join(LISTED) + "\n"},
+                      sources=[{"name": "a", "path": "a.txt"}], skip_reserved=False) as proc:
         bangctl_json(proc.socket, "import", "--force", "a")
         yield proc
-        proc.close()
 
 
 def banned(server: PrivateFail2ban) -> set[str]:

@@ -4,6 +4,15 @@ One persistent connection carries every request/response pair, because fail2ban 
 command in well under a millisecond while connecting costs more; a lock keeps pairs from
 interleaving. Any failure drops the connection, so the next call starts from a clean stream
 instead of reading a reply meant for an abandoned request.
+
+`ban`/`unban` send their entries in wire calls (`set JAIL banip A B ...`), sized here from
+fail2ban's measured reply times so that no call nears `fail2ban.timeout`: fail2ban runs
+the jail's action for every entry inside the call, so its pace is the action's. These calls
+are not the Applier's batches (services/apply.py): a batch there is the unit of crash
+safety, committed to the ledger as pending before and as applied after, and it knows
+nothing of reply times. Both exist because they answer different questions (what may be in
+doubt after a crash; how much fail2ban answers in time), so one Applier batch may go out as
+several wire calls. `batch_size` (the same `fail2ban.batch_size`) only caps a call here.
 """
 
 from __future__ import annotations
@@ -39,21 +48,20 @@ _REPLY_LIMIT: Final = 512 * 1024 * 1024
 # Replies larger than this are decoded in a thread so the event loop keeps serving.
 _DECODE_INLINE_MAX: Final = 256 * 1024
 _ADDRESS_CHARS: Final = "[0-9A-Fa-f:./]+"
-# One C-level scan per batch: entries joined by "\n", which no valid entry contains.
-_ADDRESS_BATCH: Final = re.compile(f"{_ADDRESS_CHARS}(?:\n{_ADDRESS_CHARS})*")
+# One C-level scan per validation chunk: entries joined by "\n", which no valid entry
+# contains.
+_ADDRESS_LINES: Final = re.compile(f"{_ADDRESS_CHARS}(?:\n{_ADDRESS_CHARS})*")
 _ADDRESS: Final = re.compile(_ADDRESS_CHARS)
 _ACTION_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _METHOD_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-# Wire batches, not the Applier's (services/apply.py: the crash-safety unit, which this
-# splits into as many calls as needed). A banip/unbanip call may take this share of
-# fail2ban.timeout. fail2ban runs the jail's action for every entry inside the call: no
-# action ~0.07 ms per entry, Debian's
-# nftables-allports ~5 ms (one `nft` process per ban), so one size cannot fit both.
-_BATCH_TIME_SHARE: Final = 0.25
-# Until a jail's pace is known, batches start small and grow at most this much per batch,
-# so a batch is never far larger than one already measured: under load nftables-allports
-# took over 2 s for 100 entries (its first ban also creates its table).
-_FIRST_BATCH: Final = 10
+# A banip/unbanip wire call may take this share of fail2ban.timeout (see the module
+# docstring). No action takes ~0.07 ms per entry, Debian's nftables-allports ~5 ms (one
+# `nft` process per ban), so one call size cannot fit both.
+_CALL_TIME_SHARE: Final = 0.25
+# Until a jail's pace is known, calls start small and grow at most this much per call, so a
+# call is never far larger than one already measured: under load nftables-allports took
+# over 2 s for 100 entries (its first ban also creates its table).
+_FIRST_CALL: Final = 10
 _GROWTH: Final = 4
 _VALIDATE_CHUNK: Final = 10_000
 _VALIDATE_INLINE_MAX: Final = 50_000
@@ -93,16 +101,16 @@ class Fail2banClient:
             raise ValueError(f"allowed_uids must be non-negative integers, got {allowed_uids!r}")
         self._socket_path = socket_path
         self._timeout = float(timeout)
-        self._batch_size = batch_size
+        self._max_call = batch_size
         self._allowed_uids = uids
         self._lock = asyncio.Lock()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._connected_to: FileIdentity | None = None
-        # Measured seconds per entry of banip/unbanip and the last batch's size, per jail
+        # Measured seconds per entry of banip/unbanip and the last wire call's size, per jail
         # (its actions set the pace).
         self._seconds_per_entry: dict[str, float] = {}
-        self._last_batch: dict[str, int] = {}
+        self._last_call: dict[str, int] = {}
 
     @property
     def socket_path(self) -> str:
@@ -143,12 +151,12 @@ class Fail2banClient:
         return JailStatus(currently_banned=currently, total_banned=total)
 
     async def ban(self, jail: str, addrs: Iterable[str]) -> int:
-        """Ban in batches; returns how many were NEWLY banned (fail2ban skips known ones)."""
-        return await self._set_in_batches(jail, "banip", addrs)
+        """Ban in wire calls; returns how many were NEWLY banned (fail2ban skips known ones)."""
+        return await self._set_in_calls(jail, "banip", addrs)
 
     async def unban(self, jail: str, addrs: Iterable[str]) -> int:
-        """Unban in batches; returns how many were actually banned before."""
-        return await self._set_in_batches(jail, "unbanip", addrs)
+        """Unban in wire calls; returns how many were actually banned before."""
+        return await self._set_in_calls(jail, "unbanip", addrs)
 
     async def banned(self, jail: str) -> list[str]:
         return await self._strings(["get", _checked_jail(jail), "banned"])
@@ -218,7 +226,7 @@ class Fail2banClient:
                 async with asyncio.timeout(self._timeout):
                     await writer.wait_closed()
 
-    async def _set_in_batches(self, jail: str, verb: str, addrs: Iterable[str]) -> int:
+    async def _set_in_calls(self, jail: str, verb: str, addrs: Iterable[str]) -> int:
         prefix = ["set", _checked_jail(jail), verb]
         if isinstance(addrs, str | bytes):
             raise TypeError(f"addresses must be an iterable of str, not one {type(addrs).__name__}")
@@ -231,34 +239,34 @@ class Fail2banClient:
         total = 0
         start = 0
         while start < len(entries):
-            batch = entries[start : start + self._next_batch_size(jail)]
+            call = entries[start : start + self._next_call_size(jail)]
             started = time.monotonic()
-            result = await self.command(prefix + batch)
-            self._measured(jail, time.monotonic() - started, len(batch))
+            result = await self.command(prefix + call)
+            self._measured(jail, time.monotonic() - started, len(call))
             if type(result) is not int:
                 raise Fail2banProtocolError(
                     f"fail2ban's `set {jail} {verb}` returned {result!r}, not a count"
                 )
             total += result
-            start += len(batch)
+            start += len(call)
         return total
 
-    def _next_batch_size(self, jail: str) -> int:
+    def _next_call_size(self, jail: str) -> int:
         """As many entries as fit in a share of the timeout at the jail's measured pace,
-        at most _GROWTH times the last batch, never more than the configured batch_size."""
+        at most _GROWTH times the last call, never more than the configured batch_size."""
         per_entry = self._seconds_per_entry.get(jail)
         if per_entry is None:
-            return min(self._batch_size, _FIRST_BATCH)
-        fitting = int(self._timeout * _BATCH_TIME_SHARE / max(per_entry, 1e-7))
-        grown = self._last_batch.get(jail, _FIRST_BATCH) * _GROWTH
-        return max(1, min(self._batch_size, fitting, grown))
+            return min(self._max_call, _FIRST_CALL)
+        fitting = int(self._timeout * _CALL_TIME_SHARE / max(per_entry, 1e-7))
+        grown = self._last_call.get(jail, _FIRST_CALL) * _GROWTH
+        return max(1, min(self._max_call, fitting, grown))
 
     def _measured(self, jail: str, seconds: float, entries: int) -> None:
-        """A slower batch counts at once (the next must not time out); a faster one is
-        averaged in, so one lucky batch does not make the next one too big."""
+        """A slower call counts at once (the next must not time out); a faster one is
+        averaged in, so one lucky call does not make the next one too big."""
         if entries < 1:
             return
-        self._last_batch[jail] = entries
+        self._last_call[jail] = entries
         current = seconds / entries
         known = self._seconds_per_entry.get(jail)
         self._seconds_per_entry[jail] = (
@@ -266,8 +274,8 @@ class Fail2banClient:
         )
         if known is not None and current > 2 * known:
             log.info(
-                "jail=%s fail2ban slowed down: %.2f ms per entry, batches now %d entries",
-                jail, current * 1000, self._next_batch_size(jail),
+                "jail=%s fail2ban slowed down: %.2f ms per entry, wire calls now %d entries",
+                jail, current * 1000, self._next_call_size(jail),
             )
 
     async def _round_trip(self, payload: bytes, words: list[str]) -> tuple[int, object]:
@@ -380,7 +388,7 @@ def check_addresses(entries: Sequence[str]) -> None:
         except TypeError:
             joined = ""
         if (
-            _ADDRESS_BATCH.fullmatch(joined)
+            _ADDRESS_LINES.fullmatch(joined)
             and joined.count("\n") == len(chunk) - 1
             and set(map(type, chunk)) == {str}  # str subclasses would not encode
         ):

@@ -17,5 +17,6 @@ async def list_bans(
     entries = await store.applied_listing(jail=jail, source=source, limit=limit)
     by_jail, by_source = await store.applied_counts(jail=jail, source=source)
     total = sum(by_jail.values())
-    return {"entries": entries, "total": total, "truncated": total > len(entries),
-            "limit": limit, "by_jail": by_jail, "by_source": by_source}
+    return {"entries": [e.as_dict() for e in entries], "total": total,
+            "truncated": total > len(entries), "limit": limit,
+            "by_jail": by_jail, "by_source": by_source}

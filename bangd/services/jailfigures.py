@@ -1,7 +1,7 @@
 """fail2ban's per-jail figures for `status` and `metrics`, without waiting behind an import.
 
 fail2ban's server answers one command at a time, and bangd's link to it is one connection:
-while an import runs, every `banip` batch holds fail2ban for 50-100 ms (5,000 entries),
+while an import runs, every `banip` wire call holds fail2ban for 50-100 ms (5,000 entries),
 and a status call that asked fail2ban twice per jail took a median 164 ms, p99 346 ms at
 1M entries; and while a list is parsed in a thread, each await of the status call waits
 for the GIL. So while bangd itself is importing (`busy`: an import under way, or the apply

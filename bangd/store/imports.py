@@ -115,6 +115,21 @@ class RunRecord:
 _RUN_FIELDS: tuple[str, ...] = tuple(RunRecord.__dataclass_fields__)
 
 
+@dataclass(frozen=True, slots=True)
+class AppliedListing:
+    """One applied (jail, entry) as `bangctl bans` lists it: every source listing it, and
+    since when (the start of the run that first applied it)."""
+
+    jail: str
+    entry: str
+    sources: tuple[str, ...]
+    since: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"jail": self.jail, "entry": self.entry, "sources": list(self.sources),
+                "since": self.since}
+
+
 @dataclass(frozen=True)
 class RunEnd:
     """How an import run ended, as its `import_runs` row records it."""
@@ -502,9 +517,8 @@ class ImportStore:
 
     async def applied_listing(
         self, *, jail: str | None, source: str | None, limit: int
-    ) -> list[dict[str, Any]]:
-        """Applied (jail, entry) pairs with every source listing them and since when (the
-        start of the run that first applied it), in key order, at most `limit`."""
+    ) -> list[AppliedListing]:
+        """Applied (jail, entry) pairs in key order, at most `limit`."""
         where, params = _listing_filter(jail, source)
         rows = await self.db.fetchall(
             "SELECT a.jail, a.entry, group_concat(a.source, ',') AS sources,"
@@ -513,9 +527,8 @@ class ImportStore:
             f" WHERE {where} GROUP BY a.jail, a.entry ORDER BY a.jail, a.entry LIMIT ?",
             (*params, limit),
         )
-        return [{"jail": r["jail"], "entry": r["entry"],
-                 "sources": sorted(str(r["sources"]).split(",")), "since": r["since"]}
-                for r in rows]
+        return [AppliedListing(r["jail"], r["entry"], tuple(sorted(str(r["sources"]).split(","))),
+                               r["since"]) for r in rows]
 
     async def applied_counts(
         self, *, jail: str | None, source: str | None
