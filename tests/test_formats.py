@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bangd.config import FORMATS, WHITESPACE, FeedFormat
@@ -290,7 +290,13 @@ def test_range_cover_is_exactly_the_range_and_minimal(data: st.DataObject, bits:
     assert len(blocks) == len(reference)  # summarize_address_range is minimal
 
 
+def test_a_quoted_csv_line_with_a_lone_carriage_return_is_invalid_not_an_error() -> None:
+    parsed = parse_blocklist(b'\x00\r"\n', feed=FORMATS["abuseipdb-csv"])
+    assert parsed.entries == set()
+
+
 @settings(max_examples=300)
+@example(b'\x00\r"', "abuseipdb-csv")
 @given(st.binary(max_size=400), st.sampled_from(sorted(FORMATS)))
 def test_no_reader_raises_on_arbitrary_bytes(data: bytes, name: str) -> None:
     fmt = FORMATS[name]

@@ -113,7 +113,10 @@ def _splitter(delimiter: str) -> Callable[[str], list[str]]:
 
     def split(line: str) -> list[str]:
         if '"' in line:  # quoted fields (CrowdSec quotes AS names with commas)
-            return next(csv.reader([line], delimiter=delimiter), [])
+            try:
+                return next(csv.reader([line], delimiter=delimiter), [])
+            except csv.Error:  # e.g. a lone carriage return inside: read it unquoted
+                pass
         return line.split(delimiter)
 
     return split
