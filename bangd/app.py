@@ -64,10 +64,12 @@ class App:
         self.started_at = clock()
         self.db = db
         self.imports = ImportStore(db)
-        self.views = ImportStore(reads if reads is not None else db)  # reports read here
+        # Reports read here; only from tables an import writes as it goes (never a query
+        # that folds confirmed batches: this connection may not write).
+        self.views = ImportStore(reads if reads is not None else db)
         self.geo_store = GeoCacheStore(db)
         self.exemptions = Exemptions(ExemptionStore(db), clock=clock)
-        self.ban_stats = BanStatsStore(db)
+        self.ban_stats = BanStatsStore(db, self.imports)
         self.fail2ban = Fail2banLink(config.fail2ban)
         self.geo = GeoRuntime(config.geo, self.geo_store, clock=clock)
         # One apply protocol, and with it one writer to fail2ban at a time: an import's

@@ -382,3 +382,61 @@ async def test_recover_all_settles_every_source(h: Harness) -> None:
     await h.importer.recover_all()
     assert await h.store.entries_of("a", "bl") == set()
     assert await h.store.entries_of("b", "bl") == {"203.0.113.2"}
+
+
+# -- the fold: confirmed batches become rows of `applied` after the run -------------------
+
+
+async def pending_batches(db: Database) -> list[tuple[str, int]]:
+    return [(r["source"], r["confirmed"]) for r in await db.fetchall(
+        "SELECT source, confirmed FROM pending_batches ORDER BY id")]
+
+
+async def test_a_finished_import_leaves_its_entries_in_applied_and_no_batch(h: Harness) -> None:
+    await h.run(h.file_source("a", LIST_A))
+    assert await pending_batches(h.db) == []
+    assert await h.db.fetchval("SELECT COUNT(*) FROM applied WHERE source = 'a'") == 5
+
+
+async def test_confirmed_entries_count_as_applied_before_they_are_folded(h: Harness) -> None:
+    batch = await h.store.record_pending("a", "bl", ["203.0.113.1", "203.0.113.2"], 1)
+    assert batch is not None
+    await h.store.confirm(batch)
+    assert await pending_batches(h.db) == [("a", 1)]
+    assert await h.store.jails() == ["bl"]  # the reports' view, without folding
+    assert await h.store.jails_of("a") == ["bl"]
+    assert await pending_batches(h.db) == [("a", 1)]
+    assert await h.store.entries_of("a", "bl") == {"203.0.113.1", "203.0.113.2"}
+    assert await pending_batches(h.db) == []  # the read folded them first
+
+
+async def test_a_stop_before_the_fold_loses_nothing_and_recovers_nothing(h: Harness) -> None:
+    batch = await h.store.record_pending("a", "bl", ["203.0.113.1"], 1)
+    assert batch is not None
+    await h.f2b.ban("bl", ["203.0.113.1"])
+    await h.store.confirm(batch)
+    restarted = ImportStore(h.db)  # what the next bangd opens
+    assert await restarted.unfinished("a") == []  # confirmed: nothing to ask fail2ban
+    assert await restarted.held_by_others("bl", "b") == {"203.0.113.1": 1}
+    listing = await restarted.applied_listing(jail=None, source=None, limit=10)
+    assert [(e.entry, e.sources) for e in listing] == [("203.0.113.1", ("a",))]
+
+
+async def test_a_source_dropping_an_entry_still_folded_unbans_it(h: Harness) -> None:
+    batch = await h.store.record_pending("a", "bl", ["203.0.113.1", "203.0.113.2"], 1)
+    assert batch is not None
+    await h.f2b.ban("bl", ["203.0.113.1", "203.0.113.2"])
+    await h.store.confirm(batch)
+    await h.run(h.file_source("a", ["203.0.113.2"]))
+    assert await h.banned() == {"203.0.113.2"}
+
+
+async def test_another_store_over_the_database_sees_entries_confirmed_after_its_fold(
+    h: Harness,
+) -> None:
+    geo_side = ImportStore(h.db)  # e.g. the geo service's own view of the ledger
+    assert await geo_side.entries_of("a", "bl") == set()  # folds: nothing yet
+    batch = await h.store.record_pending("a", "bl", ["203.0.113.1"], 1)
+    assert batch is not None
+    await h.store.confirm(batch)
+    assert await geo_side.entries_of("a", "bl") == {"203.0.113.1"}

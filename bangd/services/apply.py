@@ -2,7 +2,9 @@
 
     1. a batch is committed as one pending batch (store: pending_batches),
     2. the batch is sent to fail2ban (`banip`),
-    3. its entries are committed as `applied`, and the pending batch is gone.
+    3. the batch is committed as confirmed: its entries are applied. They become rows of
+       the `applied` table once the import has ended (ImportStore.fold), off the path of
+       the bans; every read of `applied` folds what is left first.
 
 A crash between 1 and 3 leaves a pending batch; `recover` asks fail2ban once which of its
 entries arrived, instead of sending them again. Unbans work the same way with `removing`,

@@ -202,7 +202,19 @@ class Importer:
         log.log(level, "%s", summary.log_line())
         for number, text in summary.invalid_lines:
             log.warning("source=%s invalid line %d: %s", source.name, number, text)
+        await self._fold(source.name)
         return summary
+
+    async def _fold(self, name: str) -> None:
+        """Once the run has ended (and fail2ban has nothing more of it to do), its confirmed
+        batches become rows of `applied`: ~1.4 s of CPU per million entries, which during
+        the bans slowed fail2ban by as much. Anything that reads `applied` before this is
+        done folds first, so nothing ever sees less than what was applied."""
+        started = time.monotonic()
+        folded = await self.store.fold()
+        if folded:
+            log.info("source=%s ledger folded=%d took=%.2fs", name, folded,
+                     time.monotonic() - started)
 
     async def _finish(self, summary: ImportSummary, run_id: int) -> None:
         await self.store.finish_run(run_id, RunEnd(

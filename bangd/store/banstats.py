@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from .db import Database
-from .imports import IN_CHUNK, chunked
+from .imports import IN_CHUNK, ImportStore, chunked
 
 GROUP_COLUMNS = {"country": "g.country_code", "asn": "g.asn"}
 
@@ -24,11 +24,15 @@ class Group:
 
 
 class BanStatsStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, ledger: ImportStore) -> None:
+        """`ledger` is the import ledger over the same connection: its confirmed batches are
+        folded into `applied` before this reads it."""
         self.db = db
+        self.ledger = ledger
 
     async def addresses_by(self, by: str) -> list[Group]:
         """Distinct applied single addresses per country or AS."""
+        await self.ledger.fold()
         column = GROUP_COLUMNS[by]
         label = "g.country_name" if by == "country" else "g.as_org"
         rows = await self.db.fetchall(
@@ -43,6 +47,7 @@ class BanStatsStore:
     async def networks_by(self, by: str) -> list[Group]:
         """Distinct applied networks, each weighted by its number of addresses and
         grouped by the geo row of its first address (if one is cached)."""
+        await self.ledger.fold()
         networks = [str(n) for n in await self.db.fetchcolumn(
             "SELECT DISTINCT entry FROM applied WHERE state = 'applied'"
             " AND instr(entry, '/') > 0"

@@ -1,13 +1,21 @@
-"""The import ledger (migration 0002): sources, import_runs, applied.
+"""The import ledger (migrations 0002, 0005, 0006): sources, import_runs, applied, and the
+batches on their way into `applied`.
 
 Every query of `applied` lives here. The importer and reconciler speak in sets of entries
 and in verbs (record pending, confirm, settle, mark removing, forget); each verb is one
 commit of its own, so no caller opens the store's transactions. Entry sets go to SQL in
 chunks small enough for SQLite's parameter limit and for the event loop.
+
+A confirmed batch is applied before its entries are rows of `applied`: `fold()` moves them
+there once the import has ended, and every method that reads or changes `applied` folds
+what is left first (`_folded`), so what this store answers never depends on whether the
+fold has run. Only the import's own hot path (record_pending, confirm, jails_of) and the
+reports' `jails()` read the batches as they are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,6 +44,7 @@ JAILS_SQL = (
     " SELECT (SELECT min(jail) FROM applied WHERE jail > jails.jail) FROM jails"
     " WHERE jails.jail IS NOT NULL)"
     " SELECT jail FROM jails WHERE jail IS NOT NULL"
+    " UNION SELECT jail FROM pending_batches WHERE confirmed = 1"
 )
 SOURCE_JAILS_SQL = (
     "WITH RECURSIVE jails(jail) AS ("
@@ -44,6 +53,16 @@ SOURCE_JAILS_SQL = (
     " SELECT (SELECT min(jail) FROM applied WHERE source = ?1 AND jail > jails.jail)"
     " FROM jails WHERE jails.jail IS NOT NULL)"
     " SELECT jail FROM jails WHERE jail IS NOT NULL"
+    " UNION SELECT jail FROM pending_batches WHERE source = ?1 AND confirmed = 1"
+)
+ANY_CONFIRMED_SQL = "SELECT EXISTS (SELECT 1 FROM pending_batches WHERE confirmed = 1)"
+# The fold: a confirmed batch's entries become rows of `applied`, and the batch is gone.
+FOLD_SQL = (
+    "INSERT INTO applied (jail, entry, source, state, owned, run_id)"
+    " SELECT p.jail, j.value, p.source, 'applied', 1, p.run_id"
+    " FROM pending_batches p, json_each(p.entries) j WHERE p.id = ? AND p.confirmed = 1"
+    " ON CONFLICT (jail, entry, source) DO UPDATE SET state = 'applied', owned = 1,"
+    " run_id = excluded.run_id"
 )
 # One statement for a whole source: the subquery reads applied_by_source, and each entry
 # is then searched in geo_cache's primary key (CIDR entries simply match nothing).
@@ -172,6 +191,9 @@ class SourceRow:
 class ImportStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Several stores may share one database (the geo service reads the ledger through
+        # its own): whether anything waits to be folded is asked of the table each time.
+        self._fold_lock = asyncio.Lock()
 
     # -- sources ---------------------------------------------------------------------------
 
@@ -224,6 +246,7 @@ class ImportStore:
 
     async def known_sources(self) -> list[str]:
         """Every source with a record or an applied entry (a first run may have crashed)."""
+        await self._folded()
         return [str(n) for n in await self.db.fetchcolumn(
             "SELECT name FROM sources UNION SELECT DISTINCT source FROM applied ORDER BY 1"
         )]
@@ -305,6 +328,7 @@ class ImportStore:
     # -- applied entries ---------------------------------------------------------------------
 
     async def entries_of(self, source: str, jail: str, state: str = "applied") -> set[str]:
+        await self._folded()
         rows = await self.db.fetchcolumn(
             "SELECT entry FROM applied WHERE source = ? AND jail = ? AND state = ?",
             (source, jail, state),
@@ -312,12 +336,13 @@ class ImportStore:
         return set(rows)
 
     async def jails_of(self, source: str) -> list[str]:
-        """The jails `source` has entries in, by skip-scan of applied_by_source."""
+        """The jails `source` has entries in, by skip-scan of applied_by_source, and those
+        of its confirmed batches: called right after an import's bans, it must not fold."""
         return [str(j) for j in await self.db.fetchcolumn(SOURCE_JAILS_SQL, (source,))]
 
     async def sources_with_unfinished(self) -> list[str]:
         return [str(n) for n in await self.db.fetchcolumn(
-            "SELECT source FROM pending_batches UNION"
+            "SELECT source FROM pending_batches WHERE confirmed = 0 UNION"
             " SELECT source FROM applied WHERE state != 'applied' ORDER BY 1"
         )]
 
@@ -326,7 +351,7 @@ class ImportStore:
         rows being unbanned (`removing`)."""
         rows = await self.db.fetchall(
             "SELECT p.jail, j.value AS entry, 'pending' AS state FROM pending_batches p,"
-            " json_each(p.entries) j WHERE p.source = ?"
+            " json_each(p.entries) j WHERE p.source = ? AND p.confirmed = 0"
             " UNION ALL SELECT jail, entry, state FROM applied"
             " WHERE source = ? AND state != 'applied'",
             (source, source),
@@ -335,6 +360,7 @@ class ImportStore:
 
     async def held_by_others(self, jail: str, source: str) -> dict[str, int]:
         """Entries other sources have applied to `jail`, with whether bangd owns the ban."""
+        await self._folded()
         rows = await self.db.fetchall(
             "SELECT entry, MAX(owned) AS owned FROM applied WHERE jail = ? AND source != ?"
             " GROUP BY entry",
@@ -347,6 +373,7 @@ class ImportStore:
     ) -> set[str]:
         """Which of `entries` another source has applied to `jail` (chunked lookups, for
         a few removals without loading a big jail's whole entry set)."""
+        await self._folded()
         held: set[str] = set()
         for part in chunked(entries, IN_CHUNK):
             marks = ",".join("?" * len(part))
@@ -358,6 +385,7 @@ class ImportStore:
         return held
 
     async def owned_of(self, source: str, jail: str, entries: Sequence[str]) -> dict[str, int]:
+        await self._folded()
         owned: dict[str, int] = {}
         for part in chunked(entries, IN_CHUNK):
             marks = ",".join("?" * len(part))
@@ -374,6 +402,7 @@ class ImportStore:
     ) -> None:
         """Record (entry, state, owned) rows as they are, in one commit; `pending` ones
         become one pending batch."""
+        await self._folded()  # a later fold would overwrite `owned` of these rows
         rows = list(rows)
         pending = [entry for entry, state, _ in rows if state == "pending"]
         async with self.db.transaction():
@@ -386,14 +415,15 @@ class ImportStore:
         *, confirm: int | None = None,
     ) -> int | None:
         """One commit: `pending` recorded as a batch about to be sent (its id returned), and
-        the batch `confirm` (which fail2ban has just taken) moved into `applied` with it."""
+        the batch `confirm` (which fail2ban has just taken) confirmed with it."""
         async with self.db.transaction():
             if confirm is not None:
                 await self._confirm(confirm)
             return await self._add_batch(source, jail, pending, run_id) if pending else None
 
     async def confirm(self, batch: int) -> None:
-        """fail2ban took the batch: its entries are applied, as bangd's own bans."""
+        """fail2ban took the batch: its entries are applied, as bangd's own bans (folded into
+        `applied` later: see fold)."""
         async with self.db.transaction():
             await self._confirm(batch)
 
@@ -402,13 +432,14 @@ class ImportStore:
     ) -> None:
         """After a crash, in one commit: the pending entries fail2ban holds are applied, the
         rest forgotten, and the source's pending batches for `jail` are gone."""
+        await self._folded()
         async with self.db.transaction():
             if arrived:
                 await self.db.execute(
                     "INSERT INTO applied (jail, entry, source, state, owned, run_id)"
                     " SELECT p.jail, j.value, p.source, 'applied', 1, p.run_id"
                     " FROM pending_batches p, json_each(p.entries) j"
-                    " WHERE p.source = ? AND p.jail = ?"
+                    " WHERE p.source = ? AND p.jail = ? AND p.confirmed = 0"
                     " AND j.value IN (SELECT value FROM json_each(?))"
                     " ON CONFLICT (jail, entry, source) DO UPDATE SET state = 'applied',"
                     " owned = 1, run_id = excluded.run_id",
@@ -416,11 +447,13 @@ class ImportStore:
                 )
             await self.forget(source, jail, lost)
             await self.db.execute(
-                "DELETE FROM pending_batches WHERE source = ? AND jail = ?", (source, jail)
+                "DELETE FROM pending_batches WHERE source = ? AND jail = ? AND confirmed = 0",
+                (source, jail),
             )
 
     async def mark_removing(self, source: str, jail: str, entries: Sequence[str]) -> None:
         """About to be unbanned: a crash from here on is settled by finishing the unban."""
+        await self._folded()
         await self.db.execute(
             "UPDATE applied SET state = 'removing' WHERE jail = ? AND source = ?"
             " AND entry IN (SELECT value FROM json_each(?))",
@@ -428,6 +461,7 @@ class ImportStore:
         )
 
     async def forget(self, source: str, jail: str, entries: Sequence[str]) -> None:
+        await self._folded()
         if entries:
             await self.db.execute(
                 "DELETE FROM applied WHERE jail = ? AND source = ?"
@@ -437,6 +471,7 @@ class ImportStore:
 
     async def claim(self, jail: str, entries: Sequence[str]) -> None:
         """bangd is about to ban these itself (a re-ban): the bans become its own."""
+        await self._folded()
         await self.db.execute(
             "UPDATE applied SET owned = 1 WHERE jail = ?"
             " AND entry IN (SELECT value FROM json_each(?))",
@@ -454,17 +489,35 @@ class ImportStore:
         return int(await self.db.fetchval("SELECT last_insert_rowid()"))
 
     async def _confirm(self, batch: int) -> None:
-        # One statement for the whole batch: SQLite walks the JSON array itself, with no
-        # Python object per entry (2.9 s per million against 6.5 s for executemany).
-        await self.db.execute(
-            "INSERT INTO applied (jail, entry, source, state, owned, run_id)"
-            " SELECT p.jail, j.value, p.source, 'applied', 1, p.run_id"
-            " FROM pending_batches p, json_each(p.entries) j WHERE p.id = ?"
-            " ON CONFLICT (jail, entry, source) DO UPDATE SET state = 'applied', owned = 1,"
-            " run_id = excluded.run_id",
-            (batch,),
-        )
-        await self.db.execute("DELETE FROM pending_batches WHERE id = ?", (batch,))
+        await self.db.execute("UPDATE pending_batches SET confirmed = 1 WHERE id = ?", (batch,))
+
+    async def fold(self) -> int:
+        """Move every confirmed batch into `applied`; return how many entries that was.
+
+        One batch per commit: a write queued meanwhile (an import's run record, another
+        source's batch) waits for one batch, not for the whole fold. One INSERT ... SELECT
+        from json_each per batch: SQLite walks the JSON array itself, with no Python object
+        per entry (2.9 s per million against 6.5 s for executemany). Cancelled, it stops
+        between or inside a batch's commit; what is left is folded by the next caller.
+        """
+        async with self._fold_lock:
+            folded = 0
+            for batch in await self.db.fetchcolumn(
+                "SELECT id FROM pending_batches WHERE confirmed = 1 ORDER BY id"
+            ):
+                async with self.db.transaction():
+                    # Another store may have folded it meanwhile: then this is nothing.
+                    folded += await self.db.execute(FOLD_SQL, (batch,))
+                    await self.db.execute(
+                        "DELETE FROM pending_batches WHERE id = ? AND confirmed = 1", (batch,)
+                    )
+            return folded
+
+    async def _folded(self) -> None:
+        """Before any read or change of `applied`: nothing confirmed is left outside it.
+        The check is one read of a table that holds a few hundred rows at most."""
+        if await self.db.fetchval(ANY_CONFIRMED_SQL):
+            await self.fold()
 
     async def _upsert(
         self, source: str, jail: str, rows: Sequence[tuple[str, str, int]], run_id: int | None
@@ -482,19 +535,22 @@ class ImportStore:
 
     async def expected(self, jail: str) -> set[str]:
         """Everything bangd has confirmed as applied to `jail`, across sources."""
+        await self._folded()
         return set(await self.db.fetchcolumn(
             "SELECT DISTINCT entry FROM applied WHERE jail = ? AND state = 'applied'", (jail,)
         ))
 
     async def jails(self) -> list[str]:
         """Jails with applied entries: a skip-scan, one key search per jail (DISTINCT read
-        every row: 91 ms at 1M entries, on every `status`)."""
+        every row: 91 ms at 1M entries, on every `status`), and those of confirmed batches
+        (reports read on their own connection, which never folds)."""
         return [str(j) for j in await self.db.fetchcolumn(JAILS_SQL)]
 
     async def applied_matches(self, entries: Sequence[str]) -> list[AppliedMatch]:
         """Applied rows whose entry is exactly one of `entries`, in any jail."""
         if not entries:
             return []
+        await self._folded()
         rows = await self.db.fetchall(
             APPLIED_MATCHES_SQL, (_json(entries),)
         )
@@ -503,11 +559,13 @@ class ImportStore:
     async def mark_listed_seen(self, source: str, now: float) -> int:
         """Every geo cache row of an address `source` lists gets last_seen = now (the
         ledger knows what a source lists; the geo cache only what it has resolved)."""
+        await self._folded()
         return await self.db.execute(TOUCH_LISTED_SQL, (now, source))
 
     async def mark_stale(self, name: str) -> None:
         """Entries were lifted outside an import (an exemption): the next import must
         re-apply the whole list, not take it as unchanged; `entries` counts what is left."""
+        await self._folded()
         await self.db.execute(
             "UPDATE sources SET settings_digest = NULL, entries = (SELECT COUNT(*) FROM"
             " applied WHERE source = ? AND state = 'applied') WHERE name = ?", (name, name),
@@ -519,6 +577,7 @@ class ImportStore:
         self, *, jail: str | None, source: str | None, limit: int
     ) -> list[AppliedListing]:
         """Applied (jail, entry) pairs in key order, at most `limit`."""
+        await self._folded()
         where, params = _listing_filter(jail, source)
         rows = await self.db.fetchall(
             "SELECT a.jail, a.entry, group_concat(a.source, ',') AS sources,"
@@ -534,6 +593,7 @@ class ImportStore:
         self, *, jail: str | None, source: str | None
     ) -> tuple[dict[str, int], dict[str, int]]:
         """(distinct entries per jail, entries per source) under the same filter."""
+        await self._folded()
         where, params = _listing_filter(jail, source)
         by_jail = await self.db.fetchall(
             f"SELECT a.jail, COUNT(DISTINCT a.entry) AS n FROM applied a WHERE {where}"
