@@ -56,9 +56,11 @@ class App:
         fetcher: Fetcher,
         clock: Callable[[], float],
         reads: Database | None = None,
+        geo_reads: Database | None = None,
     ) -> None:
         """`reads` is a second connection to `db` for what reports read (Database.reader
-        says why); without it, `db` serves them too."""
+        says why), `geo_reads` a third, for the geo cache's bulk reads (a resolve reads
+        its next chunk while it writes the last); without them, `db` serves them too."""
         self.config = config
         self.clock = clock
         self.started_at = clock()
@@ -67,7 +69,7 @@ class App:
         # Reports read here; only from tables an import writes as it goes (never a query
         # that folds confirmed batches: this connection may not write).
         self.views = ImportStore(reads if reads is not None else db)
-        self.geo_store = GeoCacheStore(db)
+        self.geo_store = GeoCacheStore(db, geo_reads)
         self.exemptions = Exemptions(ExemptionStore(db), clock=clock)
         self.ban_stats = BanStatsStore(db, self.imports)
         self.fail2ban = Fail2banLink(config.fail2ban)
@@ -115,7 +117,10 @@ class App:
         reads = await db.reader()
         if reads is not db:
             stack.push_async_callback(reads.close)
-        app = cls(config, db=db, fetcher=fetcher, clock=clock, reads=reads)
+        geo_reads = await db.reader()
+        if geo_reads is not db:
+            stack.push_async_callback(geo_reads.close)
+        app = cls(config, db=db, fetcher=fetcher, clock=clock, reads=reads, geo_reads=geo_reads)
         stack.push_async_callback(app.fail2ban.close)
         stack.push_async_callback(app.jail_figures.close)
         stack.push_async_callback(app.geo.close)

@@ -143,8 +143,9 @@ async def resolve_times(
     for attempt in range(ROUNDS):
         raw = min(raw, raw_time(list(paths), addresses))
         db = await Database.open(str(directory / f"resolve-{tag}-{attempt}.db"))
+        reads = await db.reader()  # as the daemon's geo cache has it
         service = GeoService(
-            GeoCacheStore(db), mmdb=MmdbResolver(*paths), ipapi=None,
+            GeoCacheStore(db, reads), mmdb=MmdbResolver(*paths), ipapi=None,
             negative_ttl=DAY, clock=time.time,
         )
         try:
@@ -157,6 +158,7 @@ async def resolve_times(
             hit = min(hit, time.perf_counter() - started)
         finally:
             await service.close()
+            await reads.close()
             await db.close()
     return miss, hit, raw
 

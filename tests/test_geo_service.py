@@ -75,9 +75,18 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def store(db: Database) -> GeoCacheStore:
-    return GeoCacheStore(db)
+@pytest.fixture(params=["one connection", "reads on a second connection"])
+async def store(db: Database, request: pytest.FixtureRequest) -> AsyncIterator[GeoCacheStore]:
+    """Every behaviour holds both ways: the daemon reads the cache on a second connection
+    (a resolve reads its next chunk while it writes the last), tests and tools on one."""
+    if request.param == "one connection":
+        yield GeoCacheStore(db)
+        return
+    reads = await db.reader()
+    try:
+        yield GeoCacheStore(db, reads)
+    finally:
+        await reads.close()
 
 
 @pytest.fixture

@@ -203,8 +203,11 @@ class GeoCacheStore:
     """The geo_cache table. Callers chunk big address sets; each method is one statement
     (or one transaction), so a chunk's write holds the database only briefly."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, reads: Database | None = None) -> None:
+        """`reads`: a second connection to the same file (Database.reader) for the bulk
+        reads, so that a resolve reads its next chunk while this one's write runs."""
         self.db = db
+        self.reads = reads if reads is not None else db
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -224,13 +227,15 @@ class GeoCacheStore:
 
         With `seen`, each row comes back with that last_seen: for a caller about to set it
         (touch_many or upsert_runs in its write), which then needs no second copy per row.
+        Read on `reads`: what was committed, so not what a transaction still open on
+        `db` has written.
         """
         if not ips:
             return []
         if seen is None:
-            rows = await self.db.fetchall(SELECT_MANY_SQL, (_json_list(ips),))
+            rows = await self.reads.fetchall(SELECT_MANY_SQL, (_json_list(ips),))
         else:
-            rows = await self.db.fetchall(SELECT_MANY_SEEN_SQL, (seen, _json_list(ips)))
+            rows = await self.reads.fetchall(SELECT_MANY_SEEN_SQL, (seen, _json_list(ips)))
         loads = json.loads
         return [(tuple(row)[:9], loads(row[9])) for row in rows]
 

@@ -145,10 +145,13 @@ class GeoResolver:
         over the table (in random order each chunk of 5,000 rewrote most of a 100k-row
         table: 0.75 s against 0.17 s to refresh last_seen of 100k rows).
 
-        Chunks overlap by one: the next chunk is read, then looked up in a worker thread
-        while SQLite writes this one. The write is one statement per kind, and SQLite
-        does not hold the interpreter lock while it runs one, so the two really run at
-        once; a lookup nobody will write (the write failed) is abandoned.
+        Chunks overlap by one: the next chunk is read (on the store's read connection)
+        and looked up in a worker thread while SQLite writes this one. The write is one
+        statement per kind, and SQLite does not hold the interpreter lock while it runs
+        one, so they really run at once: for cache hits, reading a chunk and refreshing
+        the last one's last_seen took 0.23 s and 0.18 s of 0.51 s for 100k, one after
+        the other. Chunks are disjoint, so the read never needs the write before it. A
+        lookup nobody will write (the write failed) is abandoned.
         """
         unique = sorted(set(ips))
         attempt = _Attempt()
@@ -158,11 +161,7 @@ class GeoResolver:
             if self._closed:  # a reload/stop closed the resolvers: start nothing new
                 raise GeoError("the geo service was closed (bangd is reloading or stopping)")
             part = unique[start : start + self._chunk]
-            now = self._clock()
-            # With refresh_seen every cached row of the chunk ends up seen now (kept rows
-            # are touched, answered ones rewritten): read them that way, ready to answer.
-            cached = await self.store.get_runs(part, seen=now if refresh_seen else None)
-            answering = asyncio.ensure_future(self._answer_chunk(part, cached, now, attempt))
+            answering = asyncio.ensure_future(self._read_and_answer(part, refresh_seen, attempt))
             if answered is not None:
                 try:
                     written += await self._write(answered, refresh_seen, results)
@@ -196,6 +195,15 @@ class GeoResolver:
             _collect(results, chunk)
         await asyncio.sleep(0)  # let other tasks in between chunks
         return chunk.written
+
+    async def _read_and_answer(
+        self, part: list[str], refresh_seen: bool, attempt: _Attempt
+    ) -> _Chunk:
+        now = self._clock()
+        # With refresh_seen every cached row of the chunk ends up seen now (kept rows are
+        # touched, answered ones rewritten): read them that way, ready to answer.
+        cached = await self.store.get_runs(part, seen=now if refresh_seen else None)
+        return await self._answer_chunk(part, cached, now, attempt)
 
     async def _answer_chunk(
         self, part: list[str], cached_runs: list[CachedRun], now: float, attempt: _Attempt
