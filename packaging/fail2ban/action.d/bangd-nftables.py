@@ -178,7 +178,9 @@ class Action(ActionBase):  # type: ignore[misc]
         # order fail2ban called them; _write() drains it into the model. A deque's append and
         # popleft are atomic, so the hot path takes no lock: ban() ran 3.5 us of fail2ban's
         # ~8 us per ban at loglevel WARNING with a lock, a set lookup and a dict update per
-        # call (py-spy, 300k bans in one process).
+        # call (py-spy, 300k bans in one process). A bangd import of 1M addresses at WARNING,
+        # alternating with the same import and no action (2 rounds each): 0.66x the no-action
+        # time before, 0.79x now; at NOTICE (3 rounds) 0.95x before, 1.03x now.
         self._events: deque[Key] = deque()
         self._woken = False  # a ban has set _wake since the flusher last cleared it
         self._not_addresses: set[str] = set()
