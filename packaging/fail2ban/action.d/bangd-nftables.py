@@ -401,8 +401,13 @@ class Action(ActionBase):  # type: ignore[misc]
             delay = max(self._flush_delay, _BURST_INTERVAL - (time.monotonic() - written))
             if self._stopping.wait(delay):
                 return
-            self._woken = False  # before draining: a ban queued after the drain wakes again
+            # Clear the event, then the flag, both before draining: a ban between the two
+            # finds the flag set and is drained now; any later ban either sets the event
+            # itself or follows one that did. (Flag first, then clear, could lose a wake:
+            # a ban in between would set the event just to have it cleared, and every ban
+            # after the drain would find the flag set and stay queued.)
             self._wake.clear()
+            self._woken = False
             try:
                 with self._write_lock:
                     self._write()
@@ -586,7 +591,7 @@ class Action(ActionBase):  # type: ignore[misc]
                     shapes.append(shape)
             elif kind == "chain":
                 if body.get("hook") == "input" and body.get("type") == "filter":
-                    input_chains.add(body.get("name"))
+                    input_chains.add(str(body.get("name", "")))
             elif kind == "rule":
                 rules.append(body)
         if not present:
