@@ -211,7 +211,11 @@ class Importer:
         the bans slowed fail2ban by as much. Anything that reads `applied` before this is
         done folds first, so nothing ever sees less than what was applied."""
         started = time.monotonic()
-        folded = await self.store.fold()
+        try:
+            folded = await self.store.fold()
+        except Exception as exc:  # the run is over and recorded; the next read folds again
+            log.warning("source=%s ledger fold failed, retried on the next read: %s", name, exc)
+            return
         if folded:
             log.info("source=%s ledger folded=%d took=%.2fs", name, folded,
                      time.monotonic() - started)

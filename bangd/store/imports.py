@@ -445,7 +445,7 @@ class ImportStore:
                     " owned = 1, run_id = excluded.run_id",
                     (source, jail, _json(arrived)),
                 )
-            await self.forget(source, jail, lost)
+            await self._forget_rows(source, jail, lost)  # folded above: never fold in here
             await self.db.execute(
                 "DELETE FROM pending_batches WHERE source = ? AND jail = ? AND confirmed = 0",
                 (source, jail),
@@ -462,6 +462,11 @@ class ImportStore:
 
     async def forget(self, source: str, jail: str, entries: Sequence[str]) -> None:
         await self._folded()
+        await self._forget_rows(source, jail, entries)
+
+    async def _forget_rows(self, source: str, jail: str, entries: Sequence[str]) -> None:
+        """Without folding: a fold inside a caller's transaction would wait for the fold
+        lock while another fold holding it waits for that transaction's write lock."""
         if entries:
             await self.db.execute(
                 "DELETE FROM applied WHERE jail = ? AND source = ?"
