@@ -32,7 +32,7 @@ class BanStatsStore:
 
     async def addresses_by(self, by: str) -> list[Group]:
         """Distinct applied single addresses per country or AS."""
-        await self.ledger.fold()
+        await self.ledger.folded()
         column = GROUP_COLUMNS[by]
         label = "g.country_name" if by == "country" else "g.as_org"
         rows = await self.db.fetchall(
@@ -47,7 +47,7 @@ class BanStatsStore:
     async def networks_by(self, by: str) -> list[Group]:
         """Distinct applied networks, each weighted by its number of addresses and
         grouped by the geo row of its first address (if one is cached)."""
-        await self.ledger.fold()
+        await self.ledger.folded()
         networks = [str(n) for n in await self.db.fetchcolumn(
             "SELECT DISTINCT entry FROM applied WHERE state = 'applied'"
             " AND instr(entry, '/') > 0"

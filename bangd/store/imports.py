@@ -8,7 +8,7 @@ chunks small enough for SQLite's parameter limit and for the event loop.
 
 A confirmed batch is applied before its entries are rows of `applied`: `fold()` moves them
 there once the import has ended, and every method that reads or changes `applied` folds
-what is left first (`_folded`), so what this store answers never depends on whether the
+what is left first (`folded`), so what this store answers never depends on whether the
 fold has run. Only the import's own hot path (record_pending, confirm, jails_of) and the
 reports' `jails()` read the batches as they are.
 """
@@ -246,7 +246,7 @@ class ImportStore:
 
     async def known_sources(self) -> list[str]:
         """Every source with a record or an applied entry (a first run may have crashed)."""
-        await self._folded()
+        await self.folded()
         return [str(n) for n in await self.db.fetchcolumn(
             "SELECT name FROM sources UNION SELECT DISTINCT source FROM applied ORDER BY 1"
         )]
@@ -328,7 +328,7 @@ class ImportStore:
     # -- applied entries ---------------------------------------------------------------------
 
     async def entries_of(self, source: str, jail: str, state: str = "applied") -> set[str]:
-        await self._folded()
+        await self.folded()
         rows = await self.db.fetchcolumn(
             "SELECT entry FROM applied WHERE source = ? AND jail = ? AND state = ?",
             (source, jail, state),
@@ -360,7 +360,7 @@ class ImportStore:
 
     async def held_by_others(self, jail: str, source: str) -> dict[str, int]:
         """Entries other sources have applied to `jail`, with whether bangd owns the ban."""
-        await self._folded()
+        await self.folded()
         rows = await self.db.fetchall(
             "SELECT entry, MAX(owned) AS owned FROM applied WHERE jail = ? AND source != ?"
             " GROUP BY entry",
@@ -373,7 +373,7 @@ class ImportStore:
     ) -> set[str]:
         """Which of `entries` another source has applied to `jail` (chunked lookups, for
         a few removals without loading a big jail's whole entry set)."""
-        await self._folded()
+        await self.folded()
         held: set[str] = set()
         for part in chunked(entries, IN_CHUNK):
             marks = ",".join("?" * len(part))
@@ -385,7 +385,7 @@ class ImportStore:
         return held
 
     async def owned_of(self, source: str, jail: str, entries: Sequence[str]) -> dict[str, int]:
-        await self._folded()
+        await self.folded()
         owned: dict[str, int] = {}
         for part in chunked(entries, IN_CHUNK):
             marks = ",".join("?" * len(part))
@@ -402,7 +402,7 @@ class ImportStore:
     ) -> None:
         """Record (entry, state, owned) rows as they are, in one commit; `pending` ones
         become one pending batch."""
-        await self._folded()  # a later fold would overwrite `owned` of these rows
+        await self.folded()  # a later fold would overwrite `owned` of these rows
         rows = list(rows)
         pending = [entry for entry, state, _ in rows if state == "pending"]
         async with self.db.transaction():
@@ -432,7 +432,7 @@ class ImportStore:
     ) -> None:
         """After a crash, in one commit: the pending entries fail2ban holds are applied, the
         rest forgotten, and the source's pending batches for `jail` are gone."""
-        await self._folded()
+        await self.folded()
         async with self.db.transaction():
             if arrived:
                 await self.db.execute(
@@ -453,7 +453,7 @@ class ImportStore:
 
     async def mark_removing(self, source: str, jail: str, entries: Sequence[str]) -> None:
         """About to be unbanned: a crash from here on is settled by finishing the unban."""
-        await self._folded()
+        await self.folded()
         await self.db.execute(
             "UPDATE applied SET state = 'removing' WHERE jail = ? AND source = ?"
             " AND entry IN (SELECT value FROM json_each(?))",
@@ -461,7 +461,7 @@ class ImportStore:
         )
 
     async def forget(self, source: str, jail: str, entries: Sequence[str]) -> None:
-        await self._folded()
+        await self.folded()
         await self._forget_rows(source, jail, entries)
 
     async def _forget_rows(self, source: str, jail: str, entries: Sequence[str]) -> None:
@@ -476,7 +476,7 @@ class ImportStore:
 
     async def claim(self, jail: str, entries: Sequence[str]) -> None:
         """bangd is about to ban these itself (a re-ban): the bans become its own."""
-        await self._folded()
+        await self.folded()
         await self.db.execute(
             "UPDATE applied SET owned = 1 WHERE jail = ?"
             " AND entry IN (SELECT value FROM json_each(?))",
@@ -518,7 +518,7 @@ class ImportStore:
                     )
             return folded
 
-    async def _folded(self) -> None:
+    async def folded(self) -> None:
         """Before any read or change of `applied`: nothing confirmed is left outside it.
         The check is one read of a table that holds a few hundred rows at most."""
         if await self.db.fetchval(ANY_CONFIRMED_SQL):
@@ -540,7 +540,7 @@ class ImportStore:
 
     async def expected(self, jail: str) -> set[str]:
         """Everything bangd has confirmed as applied to `jail`, across sources."""
-        await self._folded()
+        await self.folded()
         return set(await self.db.fetchcolumn(
             "SELECT DISTINCT entry FROM applied WHERE jail = ? AND state = 'applied'", (jail,)
         ))
@@ -555,7 +555,7 @@ class ImportStore:
         """Applied rows whose entry is exactly one of `entries`, in any jail."""
         if not entries:
             return []
-        await self._folded()
+        await self.folded()
         rows = await self.db.fetchall(
             APPLIED_MATCHES_SQL, (_json(entries),)
         )
@@ -570,13 +570,13 @@ class ImportStore:
         batches while the import finishes: it is not run at all."""
         if not await self.db.fetchval("SELECT EXISTS (SELECT 1 FROM geo_cache)"):
             return 0
-        await self._folded()
+        await self.folded()
         return await self.db.execute(TOUCH_LISTED_SQL, (now, source))
 
     async def mark_stale(self, name: str) -> None:
         """Entries were lifted outside an import (an exemption): the next import must
         re-apply the whole list, not take it as unchanged; `entries` counts what is left."""
-        await self._folded()
+        await self.folded()
         await self.db.execute(
             "UPDATE sources SET settings_digest = NULL, entries = (SELECT COUNT(*) FROM"
             " applied WHERE source = ? AND state = 'applied') WHERE name = ?", (name, name),
@@ -588,7 +588,7 @@ class ImportStore:
         self, *, jail: str | None, source: str | None, limit: int
     ) -> list[AppliedListing]:
         """Applied (jail, entry) pairs in key order, at most `limit`."""
-        await self._folded()
+        await self.folded()
         where, params = _listing_filter(jail, source)
         rows = await self.db.fetchall(
             "SELECT a.jail, a.entry, group_concat(a.source, ',') AS sources,"
@@ -604,7 +604,7 @@ class ImportStore:
         self, *, jail: str | None, source: str | None
     ) -> tuple[dict[str, int], dict[str, int]]:
         """(distinct entries per jail, entries per source) under the same filter."""
-        await self._folded()
+        await self.folded()
         where, params = _listing_filter(jail, source)
         by_jail = await self.db.fetchall(
             f"SELECT a.jail, COUNT(DISTINCT a.entry) AS n FROM applied a WHERE {where}"
