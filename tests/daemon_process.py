@@ -7,6 +7,7 @@ READY/STATUS/WATCHDOG/STOPPING are observed exactly as systemd would see them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -23,9 +24,26 @@ import yaml
 from tests.shortdir import short_tmpdir
 
 BIN_DIR = Path(sys.executable).parent
+CHECKOUT_PACKAGE = Path(__file__).resolve().parent.parent / "bangd"
+
+
+@functools.cache
+def executables_run_this_checkout() -> None:
+    """Fail loudly when `bangd`/`bangctl` would run another copy of bangd than the one under
+    test (a non-editable install left in .venv): every process test would test stale code."""
+    found = subprocess.run(
+        [str(BIN_DIR / "python3"), "-I", "-c", "import bangd; print(bangd.__file__)"],
+        capture_output=True, text=True, check=False, cwd="/",
+    ).stdout.strip()
+    if not found or Path(found).resolve().parent != CHECKOUT_PACKAGE:
+        raise AssertionError(
+            f"{BIN_DIR}/bangd runs bangd from {found or 'nowhere'}, not {CHECKOUT_PACKAGE}: "
+            "reinstall it editable (scripts/setup --test, or pip install -e .)"
+        )
 
 
 def bangctl(sock: str, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    executables_run_this_checkout()
     return subprocess.run(
         [str(BIN_DIR / "bangctl"), "-s", sock, *args],
         capture_output=True, text=True, timeout=timeout, check=False,
@@ -67,6 +85,7 @@ class DaemonProcess:
         Path(self.config_path).write_text(text)
 
     def start(self, *, extra_env: dict[str, str] | None = None) -> None:
+        executables_run_this_checkout()
         env = dict(os.environ)
         env["NOTIFY_SOCKET"] = self.notify_path
         env.pop("WATCHDOG_USEC", None)
