@@ -14,6 +14,7 @@ from bangd.config import SourceConfig
 from bangd.fail2ban.client import Fail2banClient
 from bangd.services.importer import FilterSettings, Importer, ImportSummary
 from bangd.services.reconcile import Reconciler
+from bangd.sources import parse_process
 from bangd.sources.fetch import Fetcher, make_session
 from bangd.store.db import Database
 from bangd.store.imports import ImportStore
@@ -168,6 +169,27 @@ async def test_a_list_over_max_entries_fails_and_applies_nothing(h: Harness) -> 
     assert await h.banned() == set()
     runs = await h.store.runs("a", 1)
     assert runs[0].state == "failed" and "max_entries" in (runs[0].error or "")
+
+
+async def test_a_big_list_parsed_in_a_child_process_is_applied_like_any_other(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parse_process, "PROCESS_MIN_BYTES", 0)
+    summary = await h.run(h.file_source("a", [*LIST_A, "not-an-ip"]))
+    assert (summary.state, summary.added, summary.invalid) == ("completed", 5, 1)
+    assert await h.banned() == set(LIST_A)
+
+
+async def test_a_parser_process_that_dies_fails_the_run_and_bans_nothing(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parse_process, "PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(parse_process, "_BOOT", "import os; os.kill(os.getpid(), 9)")
+    summary = await h.run(h.file_source("a", LIST_A))
+    assert (summary.state, summary.error) == (
+        "failed", "the parser process was killed by SIGKILL (out of memory?); nothing applied"
+    )
+    assert await h.banned() == set()
 
 
 async def test_invalid_lines_are_counted_and_never_sent(h: Harness) -> None:

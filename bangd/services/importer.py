@@ -24,7 +24,8 @@ from ..config import TEXT_FORMAT, IPNetwork, SourceConfig
 from ..errors import BangdError, Fail2banError, FetchError
 from ..sources.entries import GIL_CHUNK, EntrySet, sorted_entries
 from ..sources.fetch import Fetched
-from ..sources.parse import ParsedList, parse_blocklist, raw_digest
+from ..sources.parse import ParsedList, raw_digest
+from ..sources.parse_process import ParseFailed, parse_off_loop
 from ..store.imports import ImportStore, RunEnd, SourceRow
 from .apply import Applier, Fail2ban
 
@@ -188,7 +189,7 @@ class Importer:
             if run_id is not None:
                 await asyncio.shield(self._finish(summary, run_id))
             raise
-        except (FetchError, Fail2banError, ImportRefused, ValueError) as exc:
+        except (FetchError, Fail2banError, ImportRefused, ParseFailed, ValueError) as exc:
             summary.state, summary.error = "failed", str(exc)
         except Exception as exc:
             log.exception("source=%s import crashed", source.name)
@@ -269,8 +270,8 @@ class Importer:
         if shortcuts and prev is not None and prev.raw_digest == body_digest:
             await self._unchanged(source, prev, fetched, body_digest, summary)
             return
-        parsed = await asyncio.to_thread(
-            parse_blocklist, body,
+        parsed = await parse_off_loop(
+            body,
             allowlist=settings.screen, skip_reserved=settings.skip_reserved,
             feed=source.format,
         )
