@@ -23,10 +23,10 @@ class Applied:
     """What bangd's ledger says it applied (the store's `expected`), set by the test."""
 
     def __init__(self, entries: list[str]) -> None:
-        self.entries = set(entries)
+        self.entries = sorted(set(entries))
 
-    async def expected(self, jail: str) -> set[str]:
-        return set(self.entries)
+    async def expected(self, jail: str) -> list[str]:
+        return list(self.entries)
 
 
 @pytest.fixture

@@ -363,7 +363,7 @@ async def test_moving_to_a_jail_fail2ban_lacks_fails_and_keeps_the_old_bans(h: H
     assert summary.state == "failed"
     assert summary.error is not None and "nosuchjail" in summary.error
     assert await h.banned() == {"203.0.113.1"}
-    assert await h.store.entries_of("a", "bl") == {"203.0.113.1"}
+    assert await h.store.entries_of("a", "bl") == ["203.0.113.1"]
 
 
 async def test_withdrawing_from_a_jail_that_was_deleted_forgets_its_entries(
@@ -383,7 +383,7 @@ async def test_a_crashed_runs_rows_are_settled_even_when_the_next_fetch_fails(
     summary = await h.run(missing)
     assert summary.state == "failed"
     assert await h.store.unfinished("a") == []
-    assert await h.store.entries_of("a", "bl") == {"203.0.113.1"}
+    assert await h.store.entries_of("a", "bl") == ["203.0.113.1"]
 
 
 async def test_reconcile_does_not_reban_what_the_allowlist_now_covers(h: Harness) -> None:
@@ -402,8 +402,8 @@ async def test_recover_all_settles_every_source(h: Harness) -> None:
     await h.store.record("b", "bl", [("203.0.113.2", "pending", 1)], None)
     await h.f2b.ban("bl", ["203.0.113.2"])
     await h.importer.recover_all()
-    assert await h.store.entries_of("a", "bl") == set()
-    assert await h.store.entries_of("b", "bl") == {"203.0.113.2"}
+    assert await h.store.entries_of("a", "bl") == []
+    assert await h.store.entries_of("b", "bl") == ["203.0.113.2"]
 
 
 # -- the fold: confirmed batches become rows of `applied` after the run -------------------
@@ -428,7 +428,7 @@ async def test_confirmed_entries_count_as_applied_before_they_are_folded(h: Harn
     assert await h.store.jails() == ["bl"]  # the reports' view, without folding
     assert await h.store.jails_of("a") == ["bl"]
     assert await pending_batches(h.db) == [("a", 1)]
-    assert await h.store.entries_of("a", "bl") == {"203.0.113.1", "203.0.113.2"}
+    assert await h.store.entries_of("a", "bl") == ["203.0.113.1", "203.0.113.2"]
     assert await pending_batches(h.db) == []  # the read folded them first
 
 
@@ -457,8 +457,8 @@ async def test_another_store_over_the_database_sees_entries_confirmed_after_its_
     h: Harness,
 ) -> None:
     geo_side = ImportStore(h.db)  # e.g. the geo service's own view of the ledger
-    assert await geo_side.entries_of("a", "bl") == set()  # folds: nothing yet
+    assert await geo_side.entries_of("a", "bl") == []  # folds: nothing yet
     batch = await h.store.record_pending("a", "bl", ["203.0.113.1"], 1)
     assert batch is not None
     await h.store.confirm(batch)
-    assert await geo_side.entries_of("a", "bl") == {"203.0.113.1"}
+    assert await geo_side.entries_of("a", "bl") == ["203.0.113.1"]

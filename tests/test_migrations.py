@@ -348,9 +348,9 @@ async def test_pending_rows_of_an_older_bangd_become_batches_recovery_still_sees
         store = ImportStore(db)
         unfinished = sorted((u.entry, u.state) for u in await store.unfinished("a"))
         assert unfinished == [("203.0.113.1", "pending"), ("203.0.113.2", "pending")]
-        assert await store.entries_of("a", "bl") == {"203.0.113.3"}
+        assert await store.entries_of("a", "bl") == ["203.0.113.3"]
         await store.settle("a", "bl", arrived=["203.0.113.2"], lost=["203.0.113.1"])
         assert await store.unfinished("a") == []
-        assert await store.entries_of("a", "bl") == {"203.0.113.2", "203.0.113.3"}
+        assert await store.entries_of("a", "bl") == ["203.0.113.2", "203.0.113.3"]
     finally:
         await db.close()

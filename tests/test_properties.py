@@ -6,6 +6,7 @@ Each property is checked on a few hundred generated cases in the normal suite.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import unicodedata
 
@@ -13,8 +14,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bangd import slices
 from bangd.config import Config, parse_config
 from bangd.errors import ConfigError
+from bangd.services.importer import _delta
+from bangd.sources.entries import EntrySet
 from bangd.sources.parse import parse_blocklist
 
 MAPPED = ipaddress.ip_network("::ffff:0:0/96")
@@ -126,3 +130,24 @@ def test_any_text_as_config_loads_or_is_refused_with_a_config_error(text: str) -
         parse_config(text, "c.yaml")
     except ConfigError as exc:
         assert all("\n" not in p for p in exc.problems)
+
+
+@given(
+    st.lists(st.integers(0, 300), unique=True),
+    st.lists(st.integers(0, 300), unique=True),
+    st.integers(1, 20),
+)
+@settings(max_examples=300)
+def test_an_import_delta_is_exactly_the_set_difference_both_ways(
+    wanted: list[int], applied: list[int], slice_size: int
+) -> None:
+    desired = EntrySet(sorted(f"{n:03d}" for n in wanted))
+    current = sorted(f"{n:03d}" for n in applied)
+    original = slices.SLICE
+    slices.SLICE = slice_size  # type: ignore[misc]  # windows of every size, edges included
+    try:
+        to_add, to_remove = asyncio.run(_delta(desired, list(current)))
+    finally:
+        slices.SLICE = original  # type: ignore[misc]
+    assert list(to_add) == sorted(set(desired) - set(current))
+    assert to_remove == sorted(set(current) - set(desired))

@@ -37,7 +37,7 @@ class ActionLink(Protocol):
 
 
 class AppliedEntries(Protocol):
-    async def expected(self, jail: str) -> set[str]: ...
+    async def expected(self, jail: str) -> list[str]: ...
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Enforcement:
         """Entries bangd applied to `jail` against what the kernel drops; never raises for
         fail2ban's sake (an unreachable fail2ban or a foreign action is the answer)."""
         report = JailEnforcement(jail)
-        applied = sorted(await self.imports.expected(jail))
+        applied = await self.imports.expected(jail)  # in key order
         report.applied = len(applied)
         try:
             report.actions = await self.fail2ban.jail_actions(jail)

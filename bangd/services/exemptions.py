@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..config import IPNetwork
 from ..errors import InvalidRequest, UnknownExemption
-from ..sources.entries import sorted_entries
 from ..sources.parse import parse_blocklist
 from ..store.exemptions import Exemption, ExemptionStore
 from ..store.imports import ImportStore
@@ -118,9 +117,8 @@ async def lift(store: ImportStore, applier: Applier, network: IPNetwork) -> int:
     return lifted
 
 
-def _covered(entries: set[str], network: IPNetwork) -> list[str]:
-    """The entries the allowlist screen drops for `network`, in key order."""
-    ordered = sorted_entries(entries)
+def _covered(ordered: Sequence[str], network: IPNetwork) -> list[str]:
+    """The entries (in key order) the allowlist screen drops for `network`, in order."""
     kept = parse_blocklist("\n".join(ordered).encode(), allowlist=(network,),
                            skip_reserved=False).entries
     return [e for e in ordered if e not in kept]

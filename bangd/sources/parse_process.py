@@ -5,7 +5,7 @@ In a thread, the parser still shares the daemon's GIL: every time the event loop
 up to the 5 ms switch interval, and one `status` wakes it a dozen times. Measured during a
 1M-line parse in a thread: status answers of 21-35 ms against 1.5 ms otherwise. A child
 process has a GIL of its own; the daemon only turns the child's sorted entries, one line
-each, back into strings, a slice at a time between other work (~0.1 s per 1M in all).
+each, back into strings, a slice at a time between other work (`slices`; ~0.1 s per 1M).
 
 Small downloads are parsed in a thread: starting an interpreter (~0.1 s) costs more than
 the few milliseconds of GIL their parse takes.
@@ -31,13 +31,13 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Final
 
+from .. import slices
 from ..config import TEXT_FORMAT, FeedFormat, IPNetwork
 from ..errors import BangdError
 from .entries import EntrySet
 from .parse import ParsedList, parse_blocklist
 
 PROCESS_MIN_BYTES: Final = 1 << 20  # ~70k lines: below this, a thread is cheaper
-SPLIT_BYTES: Final = 1 << 16  # entry text turned into strings per event-loop step (~0.4 ms)
 log = logging.getLogger(__name__)
 
 _PACKAGE_ROOT: Final = str(Path(__file__).resolve().parent.parent.parent)
@@ -124,27 +124,12 @@ async def _read_answer(answer: bytes) -> ParsedList:
         header["invalid_lines"] = tuple(
             (int(number), str(text)) for number, text in header["invalid_lines"]
         )
-        entries = await _split_entries(answer, end + 1)
+        entries = await slices.lines_of(answer, end + 1)
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise ParseFailed(
             f"the parser process answered garbage ({exc}); nothing applied"
         ) from None
     return ParsedList(entries=EntrySet(entries), **header)
-
-
-async def _split_entries(text: bytes, start: int) -> list[str]:
-    """The entry lines from `start` on, as strings, SPLIT_BYTES at a time between other
-    tasks (all at once, 1M lines held the loop ~90 ms)."""
-    entries: list[str] = []
-    size = len(text)
-    while start < size:
-        newline = text.find(b"\n", min(start + SPLIT_BYTES, size - 1))
-        if newline < 0:
-            raise ValueError("the last entry has no newline")
-        entries.extend(text[start:newline].decode("ascii").split("\n"))
-        start = newline + 1
-        await asyncio.sleep(0)
-    return entries
 
 
 def child_main() -> None:

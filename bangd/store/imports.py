@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import slices
 from .db import Database
 
 # applied has no index on entry alone (its key is jail, entry, source), so the jails are
@@ -36,6 +37,15 @@ APPLIED_MATCHES_SQL = (
     " WHERE jail IN (SELECT jail FROM jails WHERE jail IS NOT NULL)"
     " AND entry IN (SELECT value FROM json_each(?))"
     " ORDER BY entry, source, jail"
+)
+# The key's order (jail, entry, source) is the scan's, so the subquery's ORDER BY is free.
+ENTRIES_OF_SQL = (
+    "SELECT group_concat(entry, char(10)) FROM (SELECT entry FROM applied"
+    " WHERE jail = ? AND source = ? AND state = ? ORDER BY entry)"
+)
+EXPECTED_SQL = (
+    "SELECT group_concat(entry, char(10)) FROM (SELECT DISTINCT entry FROM applied"
+    " WHERE jail = ? AND state = 'applied' ORDER BY entry)"
 )
 JAILS_SQL = (
     "WITH RECURSIVE jails(jail) AS ("
@@ -327,13 +337,19 @@ class ImportStore:
 
     # -- applied entries ---------------------------------------------------------------------
 
-    async def entries_of(self, source: str, jail: str, state: str = "applied") -> set[str]:
+    async def entries_of(self, source: str, jail: str, state: str = "applied") -> list[str]:
+        """What `source` has in `jail`, in key order. SQLite joins the entries into one text
+        (0.2 s per 1M, without the GIL) that is split here a slice at a time: fetched as
+        rows, 1M took 2.3 s and stalled the event loop up to 355 ms (a tuple per row)."""
         await self.folded()
-        rows = await self.db.fetchcolumn(
-            "SELECT entry FROM applied WHERE source = ? AND jail = ? AND state = ?",
-            (source, jail, state),
-        )
-        return set(rows)
+        return await self._entry_list(ENTRIES_OF_SQL, (jail, source, state))
+
+    async def _entry_list(self, sql: str, params: Sequence[object]) -> list[str]:
+        text = await self.db.fetchval(sql, params)
+        entries = await slices.lines_of(text or "")
+        if not await slices.is_sorted(entries):  # the key order, unless a planner changes
+            entries = await asyncio.to_thread(_sorted_distinct, entries)
+        return entries
 
     async def jails_of(self, source: str) -> list[str]:
         """The jails `source` has entries in, by skip-scan of applied_by_source, and those
@@ -538,12 +554,10 @@ class ImportStore:
             (jail, source, run_id, json.dumps(rows, separators=(",", ":"))),
         )
 
-    async def expected(self, jail: str) -> set[str]:
-        """Everything bangd has confirmed as applied to `jail`, across sources."""
+    async def expected(self, jail: str) -> list[str]:
+        """Everything bangd has confirmed as applied to `jail`, across sources, in key order."""
         await self.folded()
-        return set(await self.db.fetchcolumn(
-            "SELECT DISTINCT entry FROM applied WHERE jail = ? AND state = 'applied'", (jail,)
-        ))
+        return await self._entry_list(EXPECTED_SQL, (jail,))
 
     async def jails(self) -> list[str]:
         """Jails with applied entries: a skip-scan, one key search per jail (DISTINCT read
@@ -630,3 +644,7 @@ def _listing_filter(jail: str | None, source: str | None) -> tuple[str, tuple[st
                      " AND b.entry = a.entry AND b.source = ? AND b.state = 'applied')")
         params.append(source)
     return " AND ".join(where), tuple(params)
+
+
+def _sorted_distinct(entries: list[str]) -> list[str]:
+    return sorted(set(entries))
