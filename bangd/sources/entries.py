@@ -22,7 +22,6 @@ from typing import Final
 
 SORT_PIECE: Final = 8_192  # at most this many strings per sort() call: ~0.5 ms of GIL
 SORT_PREFIX: Final = 3  # characters a bucket key grows by at each level
-GIL_CHUNK: Final = 8_192  # entries per C-level set or list step: ~3 ms of holding the GIL
 
 
 class EntrySet(Set[str]):
