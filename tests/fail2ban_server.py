@@ -263,19 +263,19 @@ class PrivateFail2ban:
         ]  # fmt: skip
 
     def _wait_ready(self, timeout: float) -> None:
-        """Poll `status JAIL` until every jail answers 0; `ping` answers before jails exist."""
+        """Poll `status` until its jail list names every jail. (`ping` answers before the
+        jails exist, and `status JAIL` for a jail not yet added makes fail2ban log an ERROR
+        that tests reading its log would count.)"""
         assert self._process is not None
         deadline = time.monotonic() + timeout
-        pending = list(self._jails)
         last_problem = "no answer yet"
-        while pending:
+        while True:
             try:
-                code, result = self.command(["status", pending[0]], timeout=2.0)
+                code, result = self.command(["status"], timeout=2.0)
             except OSError as exc:
                 code, result = -1, exc
-            if code == 0:
-                pending.pop(0)
-                continue
+            if code == 0 and set(self._jails) <= _jail_list(result):
+                return
             last_problem = repr(result)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -372,3 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _jail_list(status: object) -> set[str]:
+    """The jail names in fail2ban's `status` reply: [..., ('Jail list', 'a, b')]."""
+    for item in status if isinstance(status, list | tuple) else ():
+        if isinstance(item, tuple | list) and len(item) == 2 and item[0] == "Jail list":
+            return {name.strip() for name in str(item[1]).split(",") if name.strip()}
+    return set()
