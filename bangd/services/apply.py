@@ -148,8 +148,8 @@ class Applier:
 
     async def missing(self, jail: str, entries: Sequence[str]) -> list[str]:
         """Which of `entries` (in key order) fail2ban does not hold in `jail`, in order."""
-        banned = await slices.set_of(await self.fail2ban.banned(jail))
-        return await slices.kept(entries, banned, inside=False)
+        held = await _held_among(entries, await self.fail2ban.banned(jail))
+        return await slices.kept(entries, held, inside=False)
 
     async def _withdraw(
         self, name: str, jail: str, entries: Sequence[str], banned: set[str] | None
