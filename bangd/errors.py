@@ -58,6 +58,10 @@ class Fail2banProtocolError(Fail2banError):
     """fail2ban's reply could not be decoded, or carried something not allowed."""
 
 
+class BanListUnread(Fail2banError):
+    """fail2ban's ban list came, but the process reading it failed."""
+
+
 class FetchError(BangdError):
     """A blocklist could not be fetched."""
 

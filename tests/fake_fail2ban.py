@@ -41,15 +41,20 @@ def silent(_cmd: list[str]) -> None:
 
 
 class FakeFail2ban:
-    """Unix socket server; `truncate_to` sends only that many reply bytes, then hangs up."""
+    """Unix socket server; `truncate_to` sends only that many reply bytes, then hangs up;
+    `chunk` sends the reply that many bytes at a time, each written and drained apart."""
 
-    def __init__(self, socket_path: str, answer: Answer, *, truncate_to: int | None = None):
+    def __init__(
+        self, socket_path: str, answer: Answer, *, truncate_to: int | None = None,
+        chunk: int | None = None,
+    ):
         self.socket_path = socket_path
         self.requests: list[list[str]] = []
         self.connections = 0
         self.request_seen = asyncio.Event()
         self._answer = answer
         self._truncate_to = truncate_to
+        self._chunk = chunk
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -107,6 +112,11 @@ class FakeFail2ban:
                 writer.write(reply[: self._truncate_to])
                 await writer.drain()
                 return
-            writer.write(reply + END)
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
+            whole = reply + END
+            step = self._chunk or len(whole)
+            for start in range(0, len(whole), step):
+                writer.write(whole[start : start + step])
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+                if self._chunk:
+                    await asyncio.sleep(0)  # a separate read on the other side, most likely

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bangd import children
 from bangd.config import SourceConfig
 from bangd.fail2ban.client import Fail2banClient
 from bangd.services.importer import FilterSettings, Importer, ImportSummary
@@ -180,11 +181,23 @@ async def test_a_big_list_parsed_in_a_child_process_is_applied_like_any_other(
     assert await h.banned() == set(LIST_A)
 
 
+async def test_a_changed_big_list_is_compared_in_its_parser_process_and_applied_as_a_delta(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parse_process, "PROCESS_MIN_BYTES", 0)
+    await h.run(h.file_source("a", LIST_A))
+    changed = [*LIST_A[1:], "203.0.113.99"]
+    summary = await h.run(h.file_source("a", changed))
+    assert (summary.state, summary.added, summary.removed) == ("completed", 1, 1)
+    assert await h.banned() == set(changed)
+    assert await h.store.entries_of("a", "bl") == sorted(changed)
+
+
 async def test_a_parser_process_that_dies_fails_the_run_and_bans_nothing(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(parse_process, "PROCESS_MIN_BYTES", 0)
-    monkeypatch.setattr(parse_process, "_BOOT", "import os; os.kill(os.getpid(), 9)")
+    monkeypatch.setattr(children, "_BOOT", "import os; os.kill(os.getpid(), 9)")
     summary = await h.run(h.file_source("a", LIST_A))
     assert (summary.state, summary.error) == (
         "failed", "the parser process was killed by SIGKILL (out of memory?); nothing applied"

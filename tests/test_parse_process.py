@@ -1,9 +1,9 @@
-"""Big downloads are parsed in a child process: the same parse, and failures said plainly."""
+"""Big downloads are parsed in a child process: the same parse, compared there with what is
+applied, and failures said plainly."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
 import os
 import sys
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from bangd import children
 from bangd.config import FORMATS
-from bangd.sources import parse_process
-from bangd.sources.parse import ParsedList, parse_blocklist
-from bangd.sources.parse_process import ParseFailed, parse_off_loop
+from bangd.sources.parse import parse_blocklist
+from bangd.sources.parse_process import ParsedHere, ParsedInChild, ParseFailed, parse_off_loop
 from tests.addresses import public_ipv4
 
 MIXED = (
@@ -25,42 +25,74 @@ MIXED = (
 ).encode() + b"\xff\xfe5.6.7.8\n9.9.9.9"  # not UTF-8, and no final newline
 
 
-def fields_of(parsed: ParsedList) -> dict[str, object]:
-    return {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)}
+def applied_text(entries: list[str]) -> bytes:
+    return "\n".join(sorted(entries)).encode()
 
 
 async def test_a_child_parses_exactly_as_the_daemon_would() -> None:
     allowlist = (ipaddress.ip_network("9.9.9.0/24"),)
-    in_child = await parse_off_loop(MIXED, allowlist=allowlist, process_min_bytes=0)
-    assert fields_of(in_child) == fields_of(parse_blocklist(MIXED, allowlist=allowlist))
-    assert in_child.invalid and in_child.skipped_allowlist and in_child.skipped_reserved
+    here = parse_blocklist(MIXED, allowlist=allowlist)
+    async with await parse_off_loop(MIXED, allowlist=allowlist, process_min_bytes=0) as parse:
+        assert isinstance(parse, ParsedInChild)
+        assert parse.findings == here.findings
+        assert parse.findings.invalid and parse.findings.skipped_allowlist
+        assert await parse.delta(b"") == (list(here.entries.ordered), [])
+
+
+async def test_a_child_answers_only_the_difference_with_what_is_applied() -> None:
+    entries = list(parse_blocklist(MIXED).entries.ordered)
+    gone = ["1.0.0.1", "99.99.99.99"]  # applied, no longer listed
+    applied = applied_text([*entries[10:], *gone])  # the first ten are new
+    async with await parse_off_loop(MIXED, process_min_bytes=0) as parse:
+        assert await parse.delta(applied) == (entries[:10], gone)
+
+
+async def test_the_difference_is_the_same_in_a_child_and_here() -> None:
+    entries = list(parse_blocklist(MIXED).entries.ordered)
+    applied = applied_text([*entries[::2], "1.0.0.1"])
+    async with await parse_off_loop(MIXED, process_min_bytes=0) as in_child:
+        from_child = await in_child.delta(applied)
+    async with await parse_off_loop(MIXED) as here:
+        assert isinstance(here, ParsedHere)
+        assert await here.delta(applied) == from_child
 
 
 async def test_a_child_reads_other_feed_formats_too() -> None:
     feed = FORMATS["abuseipdb-csv"]
     data = b"ipAddress,countryCode,abuseConfidenceScore\n1.2.3.4,US,100\n5.6.7.8,DE,90\n"
-    in_child = await parse_off_loop(data, feed=feed, process_min_bytes=0)
-    assert fields_of(in_child) == fields_of(parse_blocklist(data, feed=feed))
-    assert set(in_child.entries) == {"1.2.3.4", "5.6.7.8"}
+    async with await parse_off_loop(data, feed=feed, process_min_bytes=0) as parse:
+        assert parse.findings == parse_blocklist(data, feed=feed).findings
+        assert await parse.delta(b"") == (["1.2.3.4", "5.6.7.8"], [])
 
 
 async def test_an_empty_list_parsed_in_a_child_has_no_entries() -> None:
-    parsed = await parse_off_loop(b"# nothing here\n", process_min_bytes=0)
-    assert (len(parsed.entries), parsed.invalid, parsed.lines) == (0, 0, 1)
+    async with await parse_off_loop(b"# nothing here\n", process_min_bytes=0) as parse:
+        found = parse.findings
+        assert (found.count, found.invalid, found.lines) == (0, 0, 1)
+        assert await parse.delta(applied_text(["1.2.3.4"])) == ([], ["1.2.3.4"])
+
+
+async def test_a_parse_closed_before_comparing_leaves_no_child_behind() -> None:
+    parse = await parse_off_loop(MIXED, process_min_bytes=0)
+    assert isinstance(parse, ParsedInChild)
+    await parse.close()
+    assert parse._child._proc.returncode is not None
 
 
 async def test_a_small_list_is_parsed_without_a_child(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
-    parsed = await parse_off_loop(b"1.2.3.4\n")
-    assert set(parsed.entries) == {"1.2.3.4"}
+    async with await parse_off_loop(b"1.2.3.4\n") as parse:
+        assert isinstance(parse, ParsedHere)
+        assert set(parse.parsed.entries) == {"1.2.3.4"}
 
 
 async def test_a_child_that_cannot_start_leaves_the_parse_to_a_thread(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
-    parsed = await parse_off_loop(b"1.2.3.4\n", process_min_bytes=0)
-    assert set(parsed.entries) == {"1.2.3.4"}
+    async with await parse_off_loop(b"1.2.3.4\n", process_min_bytes=0) as parse:
+        assert isinstance(parse, ParsedHere)
+        assert set(parse.parsed.entries) == {"1.2.3.4"}
     assert "parser process not started" in caplog.text
 
 
@@ -74,28 +106,45 @@ async def test_a_child_that_cannot_start_leaves_the_parse_to_a_thread(
 async def test_a_child_that_dies_fails_the_parse_in_one_line(
     monkeypatch: pytest.MonkeyPatch, program: str, said: str
 ) -> None:
-    monkeypatch.setattr(parse_process, "_BOOT", program)
+    monkeypatch.setattr(children, "_BOOT", program)
     with pytest.raises(ParseFailed) as failed:
         await parse_off_loop(MIXED, process_min_bytes=0)
     assert str(failed.value) == said
 
 
 @pytest.mark.parametrize("answer", [
-    "", "hello\\n", '{\\"digest\\": 1}\\n', "{}\\n1.2.3.4",
+    "", "hello\\n", '{\\"digest\\": 1}\\n', "{}\\n1.2.3.4", "2\\n{}",
 ])
 async def test_a_child_answering_garbage_fails_the_parse(
     monkeypatch: pytest.MonkeyPatch, answer: str
 ) -> None:
-    monkeypatch.setattr(parse_process, "_BOOT", f'import sys; sys.stdout.write("{answer}")')
+    monkeypatch.setattr(children, "_BOOT", f'import sys; sys.stdout.write("{answer}")')
     with pytest.raises(ParseFailed, match=r"^the parser process answered garbage"):
         await parse_off_loop(MIXED, process_min_bytes=0)
+
+
+async def test_a_child_that_dies_while_comparing_fails_the_import_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(children, "_BOOT", (
+        "import os, sys; sys.path.insert(0, sys.argv[1]); from bangd import slices; "
+        "slices.difference_windows = lambda *a: os.kill(os.getpid(), 9); "
+        "from bangd.children import serve; serve(sys.argv[2])"
+    ))
+    async with await parse_off_loop(MIXED, process_min_bytes=0) as parse:
+        assert parse.findings == parse_blocklist(MIXED).findings
+        with pytest.raises(ParseFailed) as failed:
+            await parse.delta(applied_text(["1.2.3.4"]))
+    assert str(failed.value) == (
+        "the parser process was killed by SIGKILL (out of memory?); nothing applied"
+    )
 
 
 async def test_a_cancelled_parse_leaves_no_child_behind(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     pid_file, partial = tmp_path / "pid", tmp_path / "pid.part"
-    monkeypatch.setattr(parse_process, "_BOOT", (
+    monkeypatch.setattr(children, "_BOOT", (
         "import os, sys, time; "
         f"open({str(partial)!r}, 'w').write(str(os.getpid())); "
         f"os.rename({str(partial)!r}, {str(pid_file)!r}); "

@@ -17,8 +17,6 @@ from hypothesis import strategies as st
 from bangd import slices
 from bangd.config import Config, parse_config
 from bangd.errors import ConfigError
-from bangd.services.importer import _delta
-from bangd.sources.entries import EntrySet
 from bangd.sources.parse import parse_blocklist
 
 MAPPED = ipaddress.ip_network("::ffff:0:0/96")
@@ -141,12 +139,12 @@ def test_any_text_as_config_loads_or_is_refused_with_a_config_error(text: str) -
 def test_an_import_delta_is_exactly_the_set_difference_both_ways(
     wanted: list[int], applied: list[int], slice_size: int
 ) -> None:
-    desired = EntrySet(sorted(f"{n:03d}" for n in wanted))
+    desired = sorted({f"{n:03d}" for n in wanted})
     current = sorted(f"{n:03d}" for n in applied)
     original = slices.SLICE
     slices.SLICE = slice_size  # type: ignore[misc]  # windows of every size, edges included
     try:
-        to_add, to_remove = asyncio.run(_delta(desired, list(current)))
+        to_add, to_remove = asyncio.run(slices.sorted_difference(desired, current))
     finally:
         slices.SLICE = original  # type: ignore[misc]
     assert list(to_add) == sorted(set(desired) - set(current))

@@ -28,7 +28,9 @@ class Unused:
     async def unban(self, jail: str, addrs: object) -> int:
         raise AssertionError("dry run sent an unban")
 
-    async def banned(self, jail: str) -> list[str]:
+    async def banned_among(
+        self, jail: str, entries: object, *, held: bool = True
+    ) -> list[str]:
         raise AssertionError("dry run asked fail2ban")
 
 

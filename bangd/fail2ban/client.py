@@ -26,10 +26,12 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from functools import partial
+from typing import Final, TypeVar
 
+from bangd import slices
 from bangd.config import JAIL_NAME
 from bangd.errors import (
     Fail2banCommandFailed,
@@ -38,15 +40,18 @@ from bangd.errors import (
     Fail2banUnreachable,
     UnknownJail,
 )
+from bangd.fail2ban.banned_process import BanListReader
 from bangd.fail2ban.wire import CLOSE_COMMAND, END, RemoteError, decode_reply, encode_command
 from bangd.files import FileIdentity, file_identity
 
 log = logging.getLogger(__name__)
+_Read = TypeVar("_Read")
 
 # `get JAIL banned` with a million bans is tens of MB; StreamReader's default is 64 KiB.
 _REPLY_LIMIT: Final = 512 * 1024 * 1024
 # Replies larger than this are decoded in a thread so the event loop keeps serving.
 _DECODE_INLINE_MAX: Final = 256 * 1024
+_FORWARD_PIECE: Final = 1 << 18  # bytes of a streamed reply handed on at a time
 _ADDRESS_CHARS: Final = "[0-9A-Fa-f:./]+"
 # One C-level scan per validation chunk: entries joined by "\n", which no valid entry
 # contains.
@@ -161,18 +166,35 @@ class Fail2banClient:
     async def banned(self, jail: str) -> list[str]:
         return await self._strings(["get", _checked_jail(jail), "banned"])
 
+    async def banned_among(
+        self, jail: str, entries: Sequence[str], *, held: bool = True
+    ) -> list[str]:
+        """Those of `entries` that fail2ban holds in `jail` (with held=False: those it does
+        not hold), in their order. A big ban list is read by a child process as it arrives
+        (banned_process): the daemon never holds, decodes or keeps a million bans."""
+        cmd = ["get", _checked_jail(jail), "banned"]
+        async with BanListReader(" ".join(cmd), entries, held=held) as reader:
+            await self._exchange(encode_command(cmd), cmd, partial(_forward, feed=reader.feed))
+            if reader.in_child:
+                found = await reader.answer()
+                if isinstance(found, RemoteError):
+                    raise _remote_failure(cmd, found)
+                return found
+            code, result = await _decode(memoryview(reader.kept))
+        if code != 0:
+            raise _remote_failure(cmd, result)
+        banned = _checked_strings(result, cmd)
+        if not banned:  # an empty jail (a first import)
+            return [] if held else list(entries)
+        return await slices.kept(entries, await slices.common(entries, banned), inside=held)
+
     async def jail_actions(self, jail: str) -> list[str]:
         """Names of the jail's actions (`get JAIL actions`), e.g. ["bangd-nftables"]: tells
         whether bans in this jail are enforced by bangd's own action."""
         return await self._strings(["get", _checked_jail(jail), "actions"])
 
     async def _strings(self, cmd: list[str]) -> list[str]:
-        result = await self.command(cmd)
-        if not isinstance(result, list) or not all(type(item) is str for item in result):
-            raise Fail2banProtocolError(
-                f"fail2ban's `{' '.join(cmd)}` is not a list of strings: {type(result).__name__}"
-            )
-        return result
+        return _checked_strings(await self.command(cmd), cmd)
 
     async def action_call(
         self,
@@ -279,14 +301,20 @@ class Fail2banClient:
             )
 
     async def _round_trip(self, payload: bytes, words: list[str]) -> tuple[int, object]:
+        return await self._exchange(payload, words, _decoded_reply)
+
+    async def _exchange(
+        self, payload: bytes, words: list[str],
+        receive: Callable[[asyncio.StreamReader], Awaitable[_Read]],
+    ) -> _Read:
+        """One request, and its reply read from the stream by `receive`."""
         async with self._lock:
             try:
                 async with asyncio.timeout(self._timeout):
                     reader, writer = await self._connection()
                     writer.write(payload)
                     await writer.drain()
-                    data = await reader.readuntil(END)
-                    return await _decode(data[: -len(END)])
+                    return await receive(reader)
             except TimeoutError as exc:
                 self._drop()
                 raise Fail2banTimeout(
@@ -410,10 +438,44 @@ def _checked_jail(jail: str) -> str:
     return jail
 
 
-async def _decode(data: bytes) -> tuple[int, object]:
+async def _decoded_reply(reader: asyncio.StreamReader) -> tuple[int, object]:
+    data = await reader.readuntil(END)
+    return await _decode(memoryview(data)[: -len(END)])
+
+
+async def _forward(
+    reader: asyncio.StreamReader, feed: Callable[[bytes], Awaitable[None]]
+) -> None:
+    """Hand the reply on a piece at a time as it arrives, END left out."""
+    keep = len(END) - 1  # what may be the start of END, held back until the next piece
+    pending = b""
+    while True:
+        piece = await reader.read(_FORWARD_PIECE)
+        if not piece:
+            raise asyncio.IncompleteReadError(pending, None)
+        data = pending + piece
+        at = data.find(END)
+        if at >= 0:
+            if at + len(END) != len(data):
+                raise Fail2banProtocolError("fail2ban answered more than the one reply asked")
+            await feed(data[:at])
+            return
+        await feed(data[:-keep])
+        pending = data[-keep:]
+
+
+async def _decode(data: memoryview) -> tuple[int, object]:
     if len(data) <= _DECODE_INLINE_MAX:
-        return decode_reply(data)
-    return await asyncio.to_thread(decode_reply, data)
+        return decode_reply(data.tobytes())
+    return await asyncio.to_thread(decode_reply, data.tobytes())
+
+
+def _checked_strings(result: object, cmd: Sequence[str]) -> list[str]:
+    if not isinstance(result, list) or not all(type(item) is str for item in result):
+        raise Fail2banProtocolError(
+            f"fail2ban's `{' '.join(cmd)}` is not a list of strings: {type(result).__name__}"
+        )
+    return result
 
 
 def _status_field(result: object, name: str, cmd: Sequence[str]) -> object:

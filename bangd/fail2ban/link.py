@@ -59,6 +59,11 @@ class Fail2banLink:
     async def banned(self, jail: str) -> list[str]:
         return await self._client.banned(jail)
 
+    async def banned_among(
+        self, jail: str, entries: Sequence[str], *, held: bool = True
+    ) -> list[str]:
+        return await self._client.banned_among(jail, entries, held=held)
+
     async def command(self, cmd: Sequence[str]) -> object:
         return await self._client.command(cmd)
 

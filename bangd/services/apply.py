@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 class Banning(Protocol):
     async def ban(self, jail: str, addrs: Sequence[str]) -> int: ...
-    async def banned(self, jail: str) -> list[str]: ...
+    async def banned_among(
+        self, jail: str, entries: Sequence[str], *, held: bool = True
+    ) -> list[str]: ...
 
 
 class Fail2ban(Banning, Protocol):
@@ -71,8 +73,8 @@ class Applier:
     ) -> int:
         """Apply new entries; return how many were sent to fail2ban."""
         others = await self.store.held_by_others(jail, name)
-        banned_now = await self.fail2ban.banned(jail)
-        known, to_send = await _classify(entries, others, banned_now)
+        held = await self.fail2ban.banned_among(jail, entries)
+        known, to_send = await _classify(entries, others, held)
         if known:
             await self.store.record(name, jail, known, run_id)
         # Pipelined: while fail2ban works on batch i, the database confirms batch i-1 and
@@ -126,7 +128,7 @@ class Applier:
         for row in unfinished:
             by_jail.setdefault(row.jail, []).append(row)
         for jail, rows in by_jail.items():
-            banned = await self._banned_or_gone(jail)
+            banned = await self._held_or_gone(jail, [r.entry for r in rows])
             arrived = [r.entry for r in rows if r.state == "pending" and r.entry in banned]
             lost = [r.entry for r in rows if r.state == "pending" and r.entry not in banned]
             removing = [r.entry for r in rows if r.state == "removing"]
@@ -147,9 +149,8 @@ class Applier:
             await self.fail2ban.ban(jail, batch)
 
     async def missing(self, jail: str, entries: Sequence[str]) -> list[str]:
-        """Which of `entries` (in key order) fail2ban does not hold in `jail`, in order."""
-        held = await _held_among(entries, await self.fail2ban.banned(jail))
-        return await slices.kept(entries, held, inside=False)
+        """Which of `entries` fail2ban does not hold in `jail`, in their order."""
+        return await self.fail2ban.banned_among(jail, entries, held=False)
 
     async def _withdraw(
         self, name: str, jail: str, entries: Sequence[str], banned: set[str] | None
@@ -170,10 +171,10 @@ class Applier:
                                 "its %d entries there", name, jail, len(entries))
             await self.store.forget(name, jail, batch)
 
-    async def _banned_or_gone(self, jail: str) -> set[str]:
-        """What fail2ban holds in `jail`; nothing if the jail was deleted."""
+    async def _held_or_gone(self, jail: str, entries: Sequence[str]) -> set[str]:
+        """Which of `entries` fail2ban holds in `jail`; none if the jail was deleted."""
         try:
-            return set(await self.fail2ban.banned(jail))
+            return set(await self.fail2ban.banned_among(jail, entries))
         except UnknownJail:
             return set()
 
@@ -185,35 +186,26 @@ def _checked(batch_size: int) -> int:
 
 
 async def _classify(
-    entries: Sequence[str], others: dict[str, int], banned_now: Sequence[str]
+    entries: Sequence[str], others: dict[str, int], held: Sequence[str]
 ) -> tuple[list[tuple[str, str, int]], Sequence[str]]:
     """Split new entries into rows to record as they are, and addresses to send.
 
     An entry another source already applied to the jail inherits its ownership; one that
-    fail2ban already held (someone else's ban) is recorded as not bangd's to lift. In the
-    event loop, a slice at a time (`slices`): a re-import meets 1M bans in fail2ban.
+    fail2ban already held (`held`: someone else's ban) is recorded as not bangd's to lift.
+    In the event loop, a slice at a time (`slices`).
     """
-    if not others and not banned_now:
-        return [], entries  # a first import into an empty jail: all of it, not a copy
-    held = await _held_among(entries, banned_now)
+    if not others and not held:
+        return [], entries  # nothing known yet: all of it, not a copy
+    held_set = await slices.set_of(held)
     known: list[tuple[str, str, int]] = []
     to_send: list[str] = []
     for start in range(0, len(entries), slices.SLICE):
         for entry in entries[start : start + slices.SLICE]:
             if entry in others:
                 known.append((entry, "applied", others[entry]))
-            elif entry in held:
+            elif entry in held_set:
                 known.append((entry, "applied", 0))
             else:
                 to_send.append(entry)
         await slices.pause()
     return known, to_send
-
-
-async def _held_among(entries: Sequence[str], banned: Sequence[str]) -> set[str]:
-    """A set that holds every one of `entries` that is in `banned`: the smaller of the two
-    becomes the set, the other is only read."""
-    if len(banned) <= len(entries):
-        return await slices.set_of(banned)
-    wanted = await slices.set_of(entries)
-    return await slices.set_of(await slices.kept(banned, wanted, inside=True))

@@ -15,19 +15,15 @@ import dataclasses
 import hashlib
 import logging
 import time
-from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import filterfalse
 from typing import Any, Protocol
 
-from .. import slices
 from ..config import TEXT_FORMAT, IPNetwork, SourceConfig
 from ..errors import BangdError, Fail2banError, FetchError
-from ..sources.entries import EntrySet
 from ..sources.fetch import Fetched
-from ..sources.parse import ParsedList, raw_digest
-from ..sources.parse_process import ParseFailed, parse_off_loop
+from ..sources.parse import raw_digest
+from ..sources.parse_process import Parse, ParseFailed, parse_off_loop
 from ..store.imports import ImportStore, RunEnd, SourceRow
 from .apply import Applier, Fail2ban
 
@@ -272,21 +268,32 @@ class Importer:
         if shortcuts and prev is not None and prev.raw_digest == body_digest:
             await self._unchanged(source, prev, fetched, body_digest, summary)
             return
-        parsed = await parse_off_loop(
+        parse = await parse_off_loop(
             body,
             allowlist=settings.screen, skip_reserved=settings.skip_reserved,
             feed=source.format,
         )
         del body
+        async with parse:
+            await self._judge(source, parse, prev, fetched, body_digest, summary,
+                              settings_digest=settings_digest, shortcuts=shortcuts, force=force)
+
+    async def _judge(
+        self, source: SourceConfig, parse: Parse, prev: SourceRow | None, fetched: Fetched,
+        body_digest: str, summary: ImportSummary, *, settings_digest: str, shortcuts: bool,
+        force: bool,
+    ) -> None:
+        """Refuse the parse, find it unchanged, or apply it."""
+        parsed = parse.findings
         summary.invalid = parsed.invalid
         summary.invalid_lines = list(parsed.invalid_lines)
         summary.skipped_allowlist = parsed.skipped_allowlist
         summary.skipped_reserved = parsed.skipped_reserved
-        summary.entries = len(parsed.entries)
+        summary.entries = parsed.count
         summary.content_hash = parsed.digest
-        if len(parsed.entries) > source.max_entries:
+        if parsed.count > source.max_entries:
             raise ImportRefused(
-                f"source {source.name}: list has {len(parsed.entries)} entries, more than "
+                f"source {source.name}: list has {parsed.count} entries, more than "
                 f"max_entries {source.max_entries}; nothing applied. Raise "
                 "sources[].max_entries if the list is really that big"
             )
@@ -294,22 +301,22 @@ class Importer:
         if parsed.unreadable and not force and not had_entries:
             # A list in a format this source is not set to read must never look like success.
             raise ImportRefused(f"source {source.name}: {parsed.format_hint()}; nothing applied")
-        if parsed.guessed_format and parsed.invalid >= len(parsed.entries):
+        if parsed.guessed_format and parsed.invalid >= parsed.count:
             log.warning("source=%s invalid=%d hint=these lines look like format: %s",
                         source.name, parsed.invalid, parsed.guessed_format)
         if (
             source.max_drop is not None and prev is not None and prev.entries and not force
             and prev.jail == source.jail
-            and len(parsed.entries) < prev.entries * (1 - source.max_drop)
+            and parsed.count < prev.entries * (1 - source.max_drop)
         ):
-            dropped = prev.entries - len(parsed.entries)
+            dropped = prev.entries - parsed.count
             raise ImportRefused(
                 f"source {source.name}: the list shrank from {prev.entries} to "
-                f"{len(parsed.entries)} entries ({100 * dropped // prev.entries}% dropped), "
+                f"{parsed.count} entries ({100 * dropped // prev.entries}% dropped), "
                 f"more than max_drop {source.max_drop:.0%}; nothing changed. If that is "
                 f"right: bangctl import --force {source.name}"
             )
-        if not parsed.entries and prev is not None and prev.entries and not force:
+        if not parsed.count and prev is not None and prev.entries and not force:
             # An error page served with 200, or a truncated mirror, must not lift every ban.
             raise ImportRefused(
                 f"source {source.name}: the new list has no valid entries "
@@ -322,17 +329,17 @@ class Importer:
             await self._unchanged(source, prev, fetched, body_digest, summary)
             return
         if summary.dry_run:
-            await self._plan(source, parsed, summary)
+            await self._plan(source, parse, summary)
             return
         async with self.applier.lock:
-            newly_banned = await self._apply(source, parsed.entries, summary)
+            newly_banned = await self._apply(source, parse, summary)
             if force:
                 summary.sent += await self._reapply_missing(source, summary.run_id)
         await self.store.save_source(
             name=source.name, jail=source.jail, location=source.location,
             etag=fetched.etag, last_modified=fetched.last_modified,
             raw_digest=body_digest, entries_digest=parsed.digest,
-            settings_digest=settings_digest, entries=len(parsed.entries),
+            settings_digest=settings_digest, entries=parsed.count,
             last_success=self.clock(),
         )
         summary.state = "completed"
@@ -367,9 +374,10 @@ class Importer:
         if self.on_unchanged is not None:
             await self.on_unchanged(source.name)
 
-    async def _plan(self, source: SourceConfig, parsed: ParsedList, summary: ImportSummary) -> None:
-        current = await self.store.entries_of(source.name, source.jail)
-        to_add, to_remove = await _delta(parsed.entries, current)
+    async def _plan(self, source: SourceConfig, parse: Parse, summary: ImportSummary) -> None:
+        to_add, to_remove = await parse.delta(
+            await self.store.entries_text(source.name, source.jail)
+        )
         summary.added, summary.removed = len(to_add), len(to_remove)
         summary.would_add, summary.would_remove = list(to_add[:PREVIEW]), to_remove[:PREVIEW]
         summary.state = "would-change" if to_add or to_remove else "unchanged"
@@ -378,12 +386,11 @@ class Importer:
                 summary.removed += len(await self.store.entries_of(source.name, old_jail))
 
     async def _apply(
-        self, source: SourceConfig, desired: EntrySet, summary: ImportSummary
+        self, source: SourceConfig, parse: Parse, summary: ImportSummary
     ) -> Sequence[str]:
         """Apply the delta; return the entries added (networks too: the hook skips them)."""
         name, jail = source.name, source.jail
-        current = await self.store.entries_of(name, jail)
-        to_add, to_remove = await _delta(desired, current)
+        to_add, to_remove = await parse.delta(await self.store.entries_text(name, jail))
         # New bans first: if the jail is missing (UnknownJail) nothing has been lifted yet,
         # and a source moving to another jail is never left with no bans at all.
         self._phase(name, "applying")
@@ -430,37 +437,3 @@ class Importer:
         await self.store.forget_source(name)
         log.info("source=%s withdrawn removed=%d", name, removed)
         return removed
-
-
-async def _delta(desired: EntrySet, current: list[str]) -> tuple[Sequence[str], list[str]]:
-    """(to add, to remove), in key order; both lists are in key order and distinct.
-
-    Compared in the event loop, a window at a time: each step takes at most SLICE entries of
-    either list, up to the same key, and compares them as two small sets. A set of 1M held
-    the loop for up to 104 ms each time it grew (it re-hashes everything), and in a thread
-    the whole comparison stalled status answers up to 355 ms. With nothing applied yet, to
-    add is the parsed list itself, not a copy of it.
-    """
-    ordered = desired.ordered
-    if not current:
-        return ordered, []
-    to_add: list[str] = []
-    to_remove: list[str] = []
-    d = c = 0
-    while d < len(ordered) or c < len(current):
-        d_end, c_end = min(d + slices.SLICE, len(ordered)), min(c + slices.SLICE, len(current))
-        # Up to the smaller of the two lists' keys a slice ahead: all of one slice, and of
-        # the other only what sorts before it; the rest waits for the next window.
-        new_first = d_end < len(ordered) and (
-            c_end == len(current) or ordered[d_end - 1] <= current[c_end - 1]
-        )
-        if new_first:
-            c_end = bisect_right(current, ordered[d_end - 1], c, c_end)
-        elif c_end < len(current):
-            d_end = bisect_right(ordered, current[c_end - 1], d, d_end)
-        new, old = ordered[d:d_end], current[c:c_end]
-        to_add.extend(filterfalse(set(old).__contains__, new))
-        to_remove.extend(filterfalse(set(new).__contains__, old))
-        d, c = d_end, c_end
-        await slices.pause()
-    return to_add, to_remove

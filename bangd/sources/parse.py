@@ -41,7 +41,7 @@ import re
 import socket
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import chain
 from typing import Final, Literal, NamedTuple
 
@@ -132,15 +132,16 @@ _RESERVED_IPV6_SPANS: Final = _spans(RESERVED_IPV6)
 
 
 @dataclass(frozen=True, slots=True)
-class ParsedList:
-    """What a blocklist contained, and what was left out and why.
+class ParseFindings:
+    """What a blocklist contained, and what was left out and why: all of a parse but the
+    entries themselves, which may stay in the process that parsed them.
 
     `digest` identifies the entry set alone, so re-ordering, comments or duplicates in a
     download do not look like a change; it is the sha256 of the sorted entries, each
     followed by a newline (the same as `LC_ALL=C sort -u | sha256sum` over the entries).
     """
 
-    entries: EntrySet
+    count: int  # distinct entries
     digest: str
     lines: int
     invalid: int
@@ -157,7 +158,7 @@ class ParsedList:
     def unreadable(self) -> bool:
         """Not one line read as an address: the list is probably in another format."""
         return (
-            self.invalid > 0 and not self.entries and not self.skipped_allowlist
+            self.invalid > 0 and not self.count and not self.skipped_allowlist
             and not self.skipped_reserved and not self.below_min_score
         )
 
@@ -170,6 +171,17 @@ class ParsedList:
             f"no line looked like an address ({self.invalid} invalid lines in format "
             f"{self.format}): is this list in another format? see format:{guess}"
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParsedList(ParseFindings):
+    """A parse's findings and its entries, in key order."""
+
+    entries: EntrySet
+
+    @property
+    def findings(self) -> ParseFindings:
+        return ParseFindings(**{f.name: getattr(self, f.name) for f in fields(ParseFindings)})
 
 
 class _Entry(NamedTuple):
@@ -284,6 +296,7 @@ def parse_blocklist(
     kept = scan.release()
     return ParsedList(
         entries=EntrySet(ordered),
+        count=len(ordered),
         digest=ordered_digest(ordered),
         lines=lines,
         invalid=scan.invalid,

@@ -43,6 +43,10 @@ ENTRIES_OF_SQL = (
     "SELECT group_concat(entry, char(10)) FROM (SELECT entry FROM applied"
     " WHERE jail = ? AND source = ? AND state = ? ORDER BY entry)"
 )
+ENTRIES_TEXT_SQL = (  # the same, as bytes
+    "SELECT CAST(group_concat(entry, char(10)) AS BLOB) FROM (SELECT entry FROM applied"
+    " WHERE jail = ? AND source = ? AND state = ? ORDER BY entry)"
+)
 EXPECTED_SQL = (
     "SELECT group_concat(entry, char(10)) FROM (SELECT DISTINCT entry FROM applied"
     " WHERE jail = ? AND state = 'applied' ORDER BY entry)"
@@ -344,12 +348,15 @@ class ImportStore:
         await self.folded()
         return await self._entry_list(ENTRIES_OF_SQL, (jail, source, state))
 
+    async def entries_text(self, source: str, jail: str) -> bytes:
+        """What `source` has applied in `jail`, one entry per line, for a child process to
+        compare with: one bytes object of ~15 MiB per 1M, not a million strings."""
+        await self.folded()
+        text = await self.db.fetchval(ENTRIES_TEXT_SQL, (jail, source, "applied"))
+        return bytes(text) if text is not None else b""
+
     async def _entry_list(self, sql: str, params: Sequence[object]) -> list[str]:
-        text = await self.db.fetchval(sql, params)
-        entries = await slices.lines_of(text or "")
-        if not await slices.is_sorted(entries):  # the key order, unless a planner changes
-            entries = await asyncio.to_thread(_sorted_distinct, entries)
-        return entries
+        return await slices.sorted_lines(await self.db.fetchval(sql, params) or "")
 
     async def jails_of(self, source: str) -> list[str]:
         """The jails `source` has entries in, by skip-scan of applied_by_source, and those
@@ -644,7 +651,3 @@ def _listing_filter(jail: str | None, source: str | None) -> tuple[str, tuple[st
                      " AND b.entry = a.entry AND b.source = ? AND b.state = 'applied')")
         params.append(source)
     return " AND ".join(where), tuple(params)
-
-
-def _sorted_distinct(entries: list[str]) -> list[str]:
-    return sorted(set(entries))

@@ -1,0 +1,117 @@
+"""Which of some entries fail2ban holds: read here for small ban lists, by a child process
+for big ones, with the same answers and failures said in one line."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from bangd import children
+from bangd.errors import BanListUnread, Fail2banProtocolError, UnknownJail
+from bangd.fail2ban import banned_process
+from bangd.fail2ban.client import Fail2banClient
+from tests.fail2ban_server import PrivateFail2ban
+from tests.fake_fail2ban import FakeFail2ban, reply_with
+
+BANNED = ["192.0.2.1", "192.0.2.3", "2001:db8::1"]
+ASKED = ["192.0.2.3", "192.0.2.2", "2001:db8::1", "198.51.100.7"]  # not in key order
+
+
+@pytest.fixture
+async def client(fail2ban_server: PrivateFail2ban) -> AsyncIterator[Fail2banClient]:
+    f2b = Fail2banClient(fail2ban_server.socket, timeout=5.0)
+    try:
+        yield f2b
+    finally:
+        await f2b.close()
+
+
+@pytest.fixture
+def in_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ban list, however small, is read by a child process."""
+    monkeypatch.setattr(banned_process, "CHILD_MIN", 0)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="f2bfake-", dir="/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_the_held_entries_come_in_the_order_asked(
+    client: Fail2banClient, fail2ban_jail: str
+) -> None:
+    await client.ban(fail2ban_jail, BANNED)
+    assert await client.banned_among(fail2ban_jail, ASKED) == ["192.0.2.3", "2001:db8::1"]
+    assert await client.banned_among(fail2ban_jail, ASKED, held=False) == [
+        "192.0.2.2", "198.51.100.7"
+    ]
+
+
+async def test_an_empty_jail_holds_none_of_them(
+    client: Fail2banClient, fail2ban_jail: str
+) -> None:
+    assert await client.banned_among(fail2ban_jail, ASKED) == []
+    assert await client.banned_among(fail2ban_jail, ASKED, held=False) == ASKED
+
+
+@pytest.mark.usefixtures("in_child")
+async def test_a_child_answers_exactly_as_the_daemon_would(
+    client: Fail2banClient, fail2ban_jail: str
+) -> None:
+    await client.ban(fail2ban_jail, BANNED)
+    assert await client.banned_among(fail2ban_jail, ASKED) == ["192.0.2.3", "2001:db8::1"]
+    assert await client.banned_among(fail2ban_jail, ASKED, held=False) == [
+        "192.0.2.2", "198.51.100.7"
+    ]
+    assert await client.banned_among(fail2ban_jail, []) == []
+
+
+@pytest.mark.usefixtures("in_child")
+async def test_an_unknown_jail_is_told_through_a_child_too(client: Fail2banClient) -> None:
+    with pytest.raises(UnknownJail):
+        await client.banned_among("nosuchjail", ASKED)
+    await client.ping()
+
+
+@pytest.mark.usefixtures("in_child")
+async def test_a_child_that_dies_fails_the_read_in_one_line(
+    client: Fail2banClient, fail2ban_jail: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(children, "_BOOT", "import os; os.kill(os.getpid(), 9)")
+    with pytest.raises(BanListUnread) as failed:
+        await client.banned_among(fail2ban_jail, ASKED)
+    assert str(failed.value) == (
+        f"fail2ban's `get {fail2ban_jail} banned` came but could not be read: the ban list "
+        "reader process was killed by SIGKILL (out of memory?)"
+    )
+
+
+@pytest.mark.usefixtures("in_child")
+async def test_a_ban_list_of_something_else_is_refused_by_the_child(short_dir: str) -> None:
+    """fail2ban-shaped, but not strings: the child refuses it as the daemon would."""
+    socket_path = os.path.join(short_dir, "f.sock")
+    reply = pickle.dumps((0, ["192.0.2.1", 7]), pickle.HIGHEST_PROTOCOL)
+    async with FakeFail2ban(socket_path, reply_with(reply)):
+        f2b = Fail2banClient(socket_path, timeout=2.0)
+        with pytest.raises(Fail2banProtocolError, match=r"^fail2ban's `get bl banned` is not a"):
+            await f2b.banned_among("bl", ASKED)
+        await f2b.close()
+
+
+async def test_a_reply_split_anywhere_is_read_whole(short_dir: str) -> None:
+    """The end marker may arrive cut in two; everything before it is the reply."""
+    socket_path = os.path.join(short_dir, "f.sock")
+    reply = pickle.dumps((0, BANNED), pickle.HIGHEST_PROTOCOL)
+    async with FakeFail2ban(socket_path, reply_with(reply), chunk=5):
+        f2b = Fail2banClient(socket_path, timeout=2.0)
+        assert await f2b.banned_among("bl", ASKED) == ["192.0.2.3", "2001:db8::1"]
+        await f2b.close()
