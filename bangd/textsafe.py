@@ -7,38 +7,34 @@ So every character that is not plainly printable is written as a visible escape
 (`\\x1b`, `\\u202e`, `\\t`; `\\\\` for the backslash itself, so the escaping is
 unambiguous), and a line that is mostly unprintable (a binary file, a gzip body served as
 text) is summarised instead of being dumped.
+
+"Printable" is Python's `str.isprintable`, read from the Unicode database rather than a
+list of known culprits (a hand-made one missed U+0600, a format character): controls,
+format characters (bidi, zero-width), surrogates (bytes that were not UTF-8, kept by
+surrogateescape), private and unassigned code points, and separators but the space.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
 ELLIPSIS: Final = "…"
 BINARY_SHARE: Final = 0.3
 """A line with more than this share of unprintable characters is shown as a summary."""
 
-# C0 controls and DEL, C1 controls, lone surrogates (bytes that were not UTF-8, kept by
-# surrogateescape), bidi and zero-width format characters, line/paragraph separators,
-# and the backslash so that an escape in the output always means an escape.
-_UNSAFE: Final = re.compile(
-    "[\\\\\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f"
-    "\ufeff\ufff9-\ufffb\ud800-\udfff]"
-)
-
-
 _NAMED: Final = {"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\n": "\\n"}
 
 
-def _escape(match: re.Match[str]) -> str:
-    char = match.group()
+def _escape(char: str) -> str:
     named = _NAMED.get(char)
     if named is not None:
         return named
     code = ord(char)
     if 0xDC80 <= code <= 0xDCFF:  # a byte surrogateescape could not decode
         return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def safe_text(text: str, limit: int = 80) -> str:
@@ -48,7 +44,7 @@ def safe_text(text: str, limit: int = 80) -> str:
     so a huge line costs no more than a short one.
     """
     head = text[: limit * 4]
-    unsafe = sum(1 for c in _UNSAFE.findall(head) if c not in _NAMED)
+    unsafe = sum(1 for c in head if not c.isprintable() and c not in _NAMED)
     if head and unsafe > BINARY_SHARE * len(head):
         return (
             f"<binary data: {len(text)} characters, {100 * unsafe // len(head)}% of the "
@@ -68,4 +64,5 @@ def safe_text(text: str, limit: int = 80) -> str:
 
 def _pieces(text: str) -> list[str]:
     """Each character of `text` as it is shown: itself, or its escape."""
-    return [_UNSAFE.sub(_escape, c) for c in text]
+    # The backslash too, so that an escape in the output always means an escape.
+    return [c if c.isprintable() and c != "\\" else _escape(c) for c in text]
