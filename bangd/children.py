@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Final
@@ -36,6 +37,9 @@ _BOOT: Final = (
 )
 _HEAD_MAX: Final = 20  # digits of a frame's length, and its newline
 _PIECE: Final = 1 << 18  # bytes written or read at a time: ~18k entries
+# Seconds a child may take over one step (reading what it is sent, one answer): a million
+# entries take ~3 s here, so a child this slow hangs, and it holds up its caller's lock.
+STEP_LIMIT: Final = 300.0
 
 
 class ChildFailed(BangdError):
@@ -49,6 +53,7 @@ class Child:
     def __init__(self, proc: asyncio.subprocess.Process, role: str) -> None:
         self._proc = proc
         self.role = role  # what the errors call it: "the parser process"
+        self._step_limit = STEP_LIMIT
         assert proc.stderr is not None
         # Read all along: a child that writes much to stderr must never block on the pipe.
         self._errors = asyncio.ensure_future(proc.stderr.read())
@@ -87,11 +92,12 @@ class Child:
         assert stdin is not None
         view = memoryview(data)
         try:
-            for start in range(0, len(view), _PIECE):
-                stdin.write(view[start : start + _PIECE])
-                await stdin.drain()
+            async with self._step():
+                for start in range(0, len(view), _PIECE):
+                    stdin.write(view[start : start + _PIECE])
+                    await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
-            raise await self._failure() from None
+            raise await self._failure("ended before it had read its input") from None
 
     async def end_input(self) -> None:
         """No more frames: the child reads the end of its input."""
@@ -105,7 +111,8 @@ class Child:
         stdout = self._proc.stdout
         assert stdout is not None
         try:
-            return await stdout.readexactly(await self._frame_size())
+            async with self._step():
+                return await stdout.readexactly(await self._frame_size())
         except asyncio.IncompleteReadError:
             raise await self._failure() from None
 
@@ -117,17 +124,18 @@ class Child:
         lines: list[str] = []
         rest = b""
         try:
-            left = await self._frame_size()
-            while left:
-                piece = await stdout.read(min(left, _PIECE))
-                if not piece:
-                    raise await self._failure()
-                left -= len(piece)
-                chunk = rest + piece
-                end = chunk.rfind(b"\n")
-                if end >= 0:
-                    lines.extend(chunk[:end].decode("ascii").split("\n"))
-                rest = chunk[end + 1 :]
+            async with self._step():
+                left = await self._frame_size()
+                while left:
+                    piece = await stdout.read(min(left, _PIECE))
+                    if not piece:
+                        raise await self._failure()
+                    left -= len(piece)
+                    chunk = rest + piece
+                    end = chunk.rfind(b"\n")
+                    if end >= 0:
+                        lines.extend(chunk[:end].decode("ascii").split("\n"))
+                    rest = chunk[end + 1 :]
         except UnicodeDecodeError as exc:
             raise self.garbage(str(exc)) from None
         if rest:
@@ -153,9 +161,23 @@ class Child:
 
     async def finish(self) -> None:
         """Wait for the child to end; an exit but a clean one is its failure."""
-        await self._proc.wait()
+        async with self._step():
+            await self._proc.wait()
         if self._proc.returncode != 0:
             raise await self._failure()
+
+    @contextlib.asynccontextmanager
+    async def _step(self) -> AsyncIterator[None]:
+        """One step of the conversation, within the step limit: a child that hangs is
+        stopped and said to, rather than holding its caller (and its caller's lock)."""
+        try:
+            async with asyncio.timeout(self._step_limit):
+                yield
+        except TimeoutError:
+            await self.close()
+            raise ChildFailed(
+                f"{self.role} did not answer within {self._step_limit:g} s and was stopped"
+            ) from None
 
     async def close(self) -> None:
         if self._proc.returncode is None:
@@ -164,11 +186,14 @@ class Child:
             await asyncio.shield(self._proc.wait())
         await asyncio.shield(self._errors)
 
-    async def _failure(self) -> ChildFailed:
-        """Why the conversation broke: how the child ended, and its last word."""
+    async def _failure(
+        self, if_clean: str = "answered garbage (its answer ended early)"
+    ) -> ChildFailed:
+        """Why the conversation broke: how the child ended, and its last word. A clean
+        exit is not a failure of the child's own: `if_clean` says what it did wrong."""
         code = await self._proc.wait()
         if code == 0:
-            return self.garbage("its answer ended early")
+            return ChildFailed(f"{self.role} {if_clean}")
         errors = await asyncio.shield(self._errors)
         lines = errors.decode("utf-8", "replace").strip().splitlines()
         last = f": {lines[-1][:200]}" if lines else ""
@@ -176,8 +201,12 @@ class Child:
 
 
 def exit_reason(code: int) -> str:
+    """How a process ended, from its return code (negative: the signal that killed it)."""
     if code < 0:
-        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a real-time signal has no name of its own
+            name = f"signal {-code}"
         hint = " (out of memory?)" if -code == signal.SIGKILL else ""
         return f"was killed by {name}{hint}"
     return f"exited with status {code}"
@@ -207,11 +236,6 @@ def lines_in(payload: bytes) -> list[str]:
     if not payload:
         return []
     return payload.decode("ascii").removesuffix("\n").split("\n")
-
-
-def lines_frame(entries: list[str]) -> bytes:
-    """Entries one per line, as a child answers them (ASCII: entries are addresses)."""
-    return "".join(f"{entry}\n" for entry in entries).encode("ascii")
 
 
 def serve(module: str) -> None:

@@ -6,6 +6,9 @@ the switch interval; a `status` call wakes it a dozen times. Measured while a 1M
 set was built and compared in a thread: status answers up to 355 ms. Here each step is
 one C-level call over at most SLICE entries (~0.5 ms), with the loop free between steps,
 so a status call waits a few milliseconds in all.
+
+The few functions here that do not pause (`lines_text`, `difference_windows`) are the
+pieces child processes use too: a child has its own GIL, and runs them whole.
 """
 
 from __future__ import annotations
@@ -47,13 +50,18 @@ async def lines_of(text: str | bytes, start: int = 0) -> list[str]:
 
 
 async def text_of(items: Sequence[str]) -> bytes:
-    """The items one per line, as ASCII bytes (for a child process; items are addresses)."""
+    """`lines_text`, a slice at a time."""
     pieces: list[bytes] = []
     for start in range(0, len(items), SLICE):
-        pieces.append("".join(f"{item}\n" for item in items[start : start + SLICE])
-                      .encode("ascii"))
+        pieces.append(lines_text(items[start : start + SLICE]))
         await pause()
     return b"".join(pieces)
+
+
+def lines_text(items: Iterable[str]) -> bytes:
+    """The items one per line, each ended by a newline, as ASCII bytes: how entries go to
+    and from child processes (entries are addresses)."""
+    return "".join(f"{item}\n" for item in items).encode("ascii")
 
 
 async def common(items: Sequence[str], others: Sequence[str]) -> set[str]:
@@ -94,7 +102,6 @@ async def kept(items: Sequence[str], keep: Collection[str], *, inside: bool) -> 
         out.extend(filter(test, part) if inside else filterfalse(test, part))
         await pause()
     return out
-
 
 
 async def sorted_lines(text: str | bytes) -> list[str]:

@@ -6,20 +6,22 @@ refresh) and leaves a million strings in the daemon (the decode took its residen
 from 126 to 334 MiB). fail2ban's own test for a few addresses (`get JAIL banned IP...`)
 scans its whole ban list once per address, so it is no way out at a million.
 
-So the reply is handed on as it comes from fail2ban's socket: kept here while it is small
-(an empty jail, a small one), and once it passes CHILD_MIN, given to a child that decodes
-it with the same refusing unpickler (`wire.decode_reply`), keeps of the entries it was
-given those fail2ban holds (or does not), and answers only them. The daemon never holds
-the whole reply either.
+So where fail2ban counts CHILD_MIN_BANS or more bans, a child is started and given the
+entries before the list is asked for (fail2ban's timeout then measures fail2ban alone),
+and the reply goes on to it as it comes from fail2ban's socket. The child decodes it with
+the same refusing unpickler (`wire.decode_reply`), keeps of the entries it was given those
+fail2ban holds (or does not), and answers only them. The daemon never holds the whole
+reply. A smaller list is read here, as is any where no child can start.
 
 To the child: a frame with the request (JSON: held or not held wanted), a frame with the
 entries one per line, then the reply's bytes to the end of its input. From the child: the
-outcome (JSON: null, or the error the reply is), then the entries, one per line, in the
-order they were given.
+outcome (JSON: null, or the error fail2ban answered), then the entries, one per line, in
+the order they were given.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -27,50 +29,72 @@ from types import TracebackType
 from typing import BinaryIO, Final
 
 from bangd import slices
-from bangd.children import Child, ChildFailed, lines_frame, lines_in, read_frame, write_frame
+from bangd.children import Child, ChildFailed, lines_in, read_frame, write_frame
 from bangd.errors import BanListUnread, Fail2banProtocolError
 from bangd.fail2ban.wire import RemoteError, decode_reply
 
-CHILD_MIN: Final = 1 << 20  # bytes of reply (~40k bans) from which a child reads it
+CHILD_MIN_BANS: Final = 50_000  # ~1 MiB of reply: from here on a child reads it
+_DECODE_HERE_MAX: Final = 256 * 1024  # bytes of reply decoded in the loop; more in a thread
+# A reply read here beyond this is refused, not kept: fail2ban's count said it was small.
+KEPT_MAX: Final = 512 * 1024 * 1024
 ROLE: Final = "the ban list reader process"
 log = logging.getLogger(__name__)
 
 
 class BanListReader:
-    """The daemon's side: `feed` it the reply as it comes, then ask `in_child` and either
-    `answer` (a child read it) or `kept` (it stayed small, or no child could start)."""
+    """The daemon's side: `start` one (fail2ban's count of bans says where the list is
+    read), `feed` it the reply as it comes, then `answer`."""
 
-    def __init__(self, what: str, entries: Sequence[str], *, held: bool) -> None:
+    def __init__(
+        self, what: str, entries: Sequence[str], *, held: bool, child: Child | None
+    ) -> None:
         self._what = what  # the command, for errors: "get bl banned"
         self._entries = entries
         self._held = held
+        self._child = child
         self._kept = bytearray()
-        self._child: Child | None = None
-        self._here = False  # no child could start: the reply is read here after all
 
-    @property
-    def in_child(self) -> bool:
-        return self._child is not None
-
-    @property
-    def kept(self) -> bytearray:
-        return self._kept
+    @classmethod
+    async def start(
+        cls, what: str, entries: Sequence[str], *, held: bool, bans: int
+    ) -> BanListReader:
+        if bans < CHILD_MIN_BANS:
+            return cls(what, entries, held=held, child=None)
+        try:
+            child = await Child.start(__name__, ROLE)
+        except OSError as exc:
+            log.warning("ban list reader process not started (%s): reading it here", exc)
+            return cls(what, entries, held=held, child=None)
+        reader = cls(what, entries, held=held, child=child)
+        try:
+            await child.send(json.dumps({"held": held, "what": what}).encode())
+            await child.send(await slices.text_of(entries))
+        except BaseException as exc:
+            await child.close()
+            if isinstance(exc, ChildFailed):
+                raise reader._unread(exc) from None
+            raise
+        return reader
 
     async def feed(self, piece: bytes) -> None:
-        try:
-            if self._child is not None:
-                await self._child.send_raw(piece)
-                return
+        if self._child is None:
             self._kept += piece
-            if len(self._kept) >= CHILD_MIN and not self._here:
-                await self._hand_over()
+            if len(self._kept) > KEPT_MAX:
+                raise Fail2banProtocolError(
+                    f"fail2ban's `{self._what}` is larger than {KEPT_MAX >> 20} MiB, yet "
+                    "its count of bans was small: refused"
+                )
+            return
+        try:
+            await self._child.send_raw(piece)
         except ChildFailed as exc:
             raise self._unread(exc) from None
 
     async def answer(self) -> list[str] | RemoteError:
-        """The entries wanted, or the error fail2ban answered instead."""
+        """The entries wanted, in their order, or the error fail2ban answered instead."""
+        if self._child is None:
+            return await self._answer_here()
         child = self._child
-        assert child is not None
         try:
             await child.end_input()
             outcome = json.loads(await child.receive())
@@ -89,6 +113,20 @@ class BanListReader:
             raise self._unread(child.garbage(repr(exc))) from None
         return found
 
+    async def _answer_here(self) -> list[str] | RemoteError:
+        reply = bytes(self._kept)
+        self._kept = bytearray()
+        if len(reply) <= _DECODE_HERE_MAX:
+            banned = _banned(reply, self._what)
+        else:
+            banned = await asyncio.to_thread(_banned, reply, self._what)
+        if isinstance(banned, RemoteError):
+            return banned
+        if not banned:
+            return [] if self._held else list(self._entries)
+        found = await slices.common(self._entries, banned)
+        return await slices.kept(self._entries, found, inside=self._held)
+
     async def __aenter__(self) -> BanListReader:
         return self
 
@@ -98,19 +136,6 @@ class BanListReader:
     ) -> None:
         if self._child is not None:
             await self._child.close()
-
-    async def _hand_over(self) -> None:
-        try:
-            child = await Child.start(__name__, ROLE)
-        except OSError as exc:
-            log.warning("ban list reader process not started (%s): reading it here", exc)
-            self._here = True
-            return
-        self._child = child
-        await child.send(json.dumps({"held": self._held, "what": self._what}).encode())
-        await child.send(await slices.text_of(self._entries))
-        await child.send_raw(self._kept)
-        self._kept = bytearray()
 
     def _unread(self, exc: ChildFailed) -> BanListUnread:
         return BanListUnread(f"fail2ban's `{self._what}` came but could not be read: {exc}")
@@ -141,15 +166,17 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
         found = set(banned)
     del banned
     write_frame(answer, b"null")
-    write_frame(answer, lines_frame([e for e in given if (e in found) is held]))
+    write_frame(answer, slices.lines_text(e for e in given if (e in found) is held))
 
 
 def _banned(reply: bytes, what: str) -> list[str] | RemoteError:
+    """The ban list in fail2ban's reply, or the error it answered (any error reply: what
+    is not one of fail2ban's exceptions is told as an unknown one)."""
     code, result = decode_reply(reply)
     if code != 0:
         if isinstance(result, RemoteError):
             return result
-        raise Fail2banProtocolError(f"unexpected error reply {result!r:.200}")
+        return RemoteError("unknown", f"unexpected error reply {result!r:.200}")
     if not isinstance(result, list) or not all(type(item) is str for item in result):
         raise Fail2banProtocolError(
             f"fail2ban's `{what}` is not a list of strings: {type(result).__name__}"

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Final, TypeVar
 
-from bangd import slices
 from bangd.config import JAIL_NAME
 from bangd.errors import (
     Fail2banCommandFailed,
@@ -47,8 +46,10 @@ from bangd.files import FileIdentity, file_identity
 log = logging.getLogger(__name__)
 _Read = TypeVar("_Read")
 
-# `get JAIL banned` with a million bans is tens of MB; StreamReader's default is 64 KiB.
-_REPLY_LIMIT: Final = 512 * 1024 * 1024
+# The largest reply read whole: `enforced` naming 10k missing entries is ~0.5 MB. The ban
+# list, tens of MB at a million bans, is streamed instead (`_forward`), and this limit is
+# also what the stream buffers before fail2ban is paused: twice it, not the whole list.
+_REPLY_LIMIT: Final = 4 * 1024 * 1024
 # Replies larger than this are decoded in a thread so the event loop keeps serving.
 _DECODE_INLINE_MAX: Final = 256 * 1024
 _FORWARD_PIECE: Final = 1 << 18  # bytes of a streamed reply handed on at a time
@@ -164,29 +165,39 @@ class Fail2banClient:
         return await self._set_in_calls(jail, "unbanip", addrs)
 
     async def banned(self, jail: str) -> list[str]:
-        return await self._strings(["get", _checked_jail(jail), "banned"])
+        """The jail's whole ban list (every one a string in the daemon: for small jails)."""
+        cmd = ["get", _checked_jail(jail), "banned"]
+        reply = bytearray()
+
+        async def keep(piece: bytes) -> None:
+            reply.extend(piece)
+
+        await self._exchange(encode_command(cmd), cmd, partial(_forward, feed=keep, words=cmd))
+        code, result = await _decode(memoryview(reply))
+        if code != 0:
+            raise _remote_failure(cmd, result)
+        return _checked_strings(result, cmd)
 
     async def banned_among(
         self, jail: str, entries: Sequence[str], *, held: bool = True
     ) -> list[str]:
         """Those of `entries` that fail2ban holds in `jail` (with held=False: those it does
-        not hold), in their order. A big ban list is read by a child process as it arrives
+        not hold), in their order. fail2ban's count comes first: an empty jail (a first
+        import) needs no list, and a big one is read by a child process as it arrives
         (banned_process): the daemon never holds, decodes or keeps a million bans."""
         cmd = ["get", _checked_jail(jail), "banned"]
-        async with BanListReader(" ".join(cmd), entries, held=held) as reader:
-            await self._exchange(encode_command(cmd), cmd, partial(_forward, feed=reader.feed))
-            if reader.in_child:
-                found = await reader.answer()
-                if isinstance(found, RemoteError):
-                    raise _remote_failure(cmd, found)
-                return found
-            code, result = await _decode(memoryview(reader.kept))
-        if code != 0:
-            raise _remote_failure(cmd, result)
-        banned = _checked_strings(result, cmd)
-        if not banned:  # an empty jail (a first import)
+        bans = (await self.jail_status(jail)).currently_banned
+        if not bans:
             return [] if held else list(entries)
-        return await slices.kept(entries, await slices.common(entries, banned), inside=held)
+        async with await BanListReader.start(
+            " ".join(cmd), entries, held=held, bans=bans
+        ) as reader:
+            receive = partial(_forward, feed=reader.feed, words=cmd)
+            await self._exchange(encode_command(cmd), cmd, receive)
+            found = await reader.answer()
+        if isinstance(found, RemoteError):
+            raise _remote_failure(cmd, found)
+        return found
 
     async def jail_actions(self, jail: str) -> list[str]:
         """Names of the jail's actions (`get JAIL actions`), e.g. ["bangd-nftables"]: tells
@@ -444,9 +455,9 @@ async def _decoded_reply(reader: asyncio.StreamReader) -> tuple[int, object]:
 
 
 async def _forward(
-    reader: asyncio.StreamReader, feed: Callable[[bytes], Awaitable[None]]
+    reader: asyncio.StreamReader, feed: Callable[[bytes], Awaitable[None]], words: list[str]
 ) -> None:
-    """Hand the reply on a piece at a time as it arrives, END left out."""
+    """Hand the reply to `words` on a piece at a time as it arrives, END left out."""
     keep = len(END) - 1  # what may be the start of END, held back until the next piece
     pending = b""
     while True:
@@ -457,7 +468,9 @@ async def _forward(
         at = data.find(END)
         if at >= 0:
             if at + len(END) != len(data):
-                raise Fail2banProtocolError("fail2ban answered more than the one reply asked")
+                raise Fail2banProtocolError(
+                    f"fail2ban answered {_shown(words)} with more than one reply"
+                )
             await feed(data[:at])
             return
         await feed(data[:-keep])

@@ -56,9 +56,6 @@ class Fail2banLink:
     async def unban(self, jail: str, addrs: Iterable[str]) -> int:
         return await self._client.unban(jail, addrs)
 
-    async def banned(self, jail: str) -> list[str]:
-        return await self._client.banned(jail)
-
     async def banned_among(
         self, jail: str, entries: Sequence[str], *, held: bool = True
     ) -> list[str]:

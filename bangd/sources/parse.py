@@ -179,6 +179,10 @@ class ParsedList(ParseFindings):
 
     entries: EntrySet
 
+    def __post_init__(self) -> None:
+        if self.count != len(self.entries):  # the count is what a child's findings carry
+            raise ValueError(f"a parse of {len(self.entries)} entries says count={self.count}")
+
     @property
     def findings(self) -> ParseFindings:
         return ParseFindings(**{f.name: getattr(self, f.name) for f in fields(ParseFindings)})

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, Final
 
 from .. import slices
-from ..children import Child, ChildFailed, lines_frame, lines_in, read_frame, write_frame
+from ..children import Child, ChildFailed, lines_in, read_frame, write_frame
 from ..config import TEXT_FORMAT, FeedFormat, IPNetwork
 from ..errors import BangdError
 from .parse import ParsedList, ParseFindings, parse_blocklist
@@ -80,11 +80,18 @@ class ParsedHere(Parse):
 
 
 class ParsedInChild(Parse):
+    """The entries stay in the child that parsed them: it is sent what is applied and
+    answers the difference, then ends. So a parse in a child is compared once."""
+
     def __init__(self, child: Child, findings: ParseFindings) -> None:
         self._child = child
         self.findings = findings
+        self._compared = False
 
     async def delta(self, applied: bytes) -> Delta:
+        if self._compared:
+            raise RuntimeError("a parse kept in a child is compared once")
+        self._compared = True
         try:
             await self._child.send(applied)
             to_add = await self._child.receive_lines()
@@ -96,7 +103,6 @@ class ParsedInChild(Parse):
 
     async def close(self) -> None:
         await self._child.close()
-
 
 
 async def parse_off_loop(
@@ -159,7 +165,7 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
     parsed = parse_blocklist(_frame(request), **settings)
     write_frame(answer, json.dumps(asdict(parsed.findings)).encode("ascii"))
     applied = read_frame(request)
-    if applied is None:  # the import stops here (refused, or unchanged)
+    if applied is None:  # the daemon ended the input: nothing to compare after all
         return
     old = lines_in(applied)
     if not all(map(operator.lt, old, old[1:])):  # the key order, unless a planner changes
@@ -169,8 +175,8 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
     for fresh, stale in slices.difference_windows(parsed.entries.ordered, old):
         to_add.extend(fresh)
         to_remove.extend(stale)
-    write_frame(answer, lines_frame(to_add))
-    write_frame(answer, lines_frame(to_remove))
+    write_frame(answer, slices.lines_text(to_add))
+    write_frame(answer, slices.lines_text(to_remove))
 
 
 def _frame(request: BinaryIO) -> bytes:
