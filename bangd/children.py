@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Final
@@ -83,6 +83,12 @@ class Child:
         """One frame."""
         await self.send_raw(b"%d\n" % len(payload))
         await self.send_raw(payload)
+
+    async def send_pieces(self, pieces: Sequence[bytes]) -> None:
+        """One frame, made of these pieces (never joined into one copy)."""
+        await self.send_raw(b"%d\n" % sum(map(len, pieces)))
+        for piece in pieces:
+            await self.send_raw(piece)
 
     async def send_raw(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes as they are (a stream the child reads to its end), a piece at a time: the
@@ -226,8 +232,15 @@ def read_frame(stream: BinaryIO) -> bytes | None:
 
 
 def write_frame(stream: BinaryIO, payload: bytes) -> None:
-    stream.write(b"%d\n" % len(payload))
-    stream.write(payload)
+    write_pieces(stream, (payload,))
+
+
+def write_pieces(stream: BinaryIO, pieces: Iterable[bytes]) -> None:
+    """One frame, made of these pieces (never joined into one copy)."""
+    pieces = list(pieces)
+    stream.write(b"%d\n" % sum(map(len, pieces)))
+    for piece in pieces:
+        stream.write(piece)
     stream.flush()
 
 

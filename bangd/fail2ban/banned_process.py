@@ -29,7 +29,14 @@ from types import TracebackType
 from typing import BinaryIO, Final
 
 from bangd import slices
-from bangd.children import Child, ChildFailed, lines_in, read_frame, write_frame
+from bangd.children import (
+    Child,
+    ChildFailed,
+    lines_in,
+    read_frame,
+    write_frame,
+    write_pieces,
+)
 from bangd.errors import BanListUnread, Fail2banProtocolError
 from bangd.fail2ban.wire import RemoteError, decode_reply
 
@@ -68,7 +75,7 @@ class BanListReader:
         reader = cls(what, entries, held=held, child=child)
         try:
             await child.send(json.dumps({"held": held, "what": what}).encode())
-            await child.send(await slices.text_of(entries))
+            await child.send_pieces(await slices.text_pieces(entries))
         except BaseException as exc:
             await child.close()
             if isinstance(exc, ChildFailed):
@@ -166,7 +173,7 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
         found = set(banned)
     del banned
     write_frame(answer, b"null")
-    write_frame(answer, slices.lines_text(e for e in given if (e in found) is held))
+    write_pieces(answer, slices.lines_pieces([e for e in given if (e in found) is held]))
 
 
 def _banned(reply: bytes, what: str) -> list[str] | RemoteError:

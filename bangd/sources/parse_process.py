@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, Final
 
 from .. import slices
-from ..children import Child, ChildFailed, lines_in, read_frame, write_frame
+from ..children import Child, ChildFailed, lines_in, read_frame, write_frame, write_pieces
 from ..config import TEXT_FORMAT, FeedFormat, IPNetwork
 from ..errors import BangdError
 from .parse import ParsedList, ParseFindings, parse_blocklist
@@ -175,8 +175,8 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
     for fresh, stale in slices.difference_windows(parsed.entries.ordered, old):
         to_add.extend(fresh)
         to_remove.extend(stale)
-    write_frame(answer, slices.lines_text(to_add))
-    write_frame(answer, slices.lines_text(to_remove))
+    write_pieces(answer, slices.lines_pieces(to_add))
+    write_pieces(answer, slices.lines_pieces(to_remove))
 
 
 def _frame(request: BinaryIO) -> bytes:
