@@ -7,7 +7,8 @@ set was built and compared in a thread: status answers up to 355 ms. Here each s
 one C-level call over at most SLICE entries (~0.5 ms), with the loop free between steps,
 so a status call waits a few milliseconds in all.
 
-The few functions here that do not pause (`lines_pieces`, `difference_windows`) are the
+The few functions here that do not pause (`lines_pieces`, `in_key_order`,
+`difference_windows`) are the
 pieces child processes use too: a child has its own GIL, and runs them whole.
 """
 
@@ -88,12 +89,23 @@ async def set_of(items: Sequence[str]) -> set[str]:
 
 async def is_sorted(items: Sequence[str]) -> bool:
     """Strictly increasing: sorted and distinct."""
-    for start in range(0, len(items), SLICE):
-        part = items[start : start + SLICE + 1]
-        if not all(map(operator.lt, part, part[1:])):
+    for ascending in _windows_ascending(items):
+        if not ascending:
             return False
         await pause()
     return True
+
+
+def in_key_order(items: Sequence[str]) -> bool:
+    """`is_sorted`, whole (for children), and still a window at a time: `items` may be
+    `lines.TextLines`, which makes strings of a slice only when it is read."""
+    return all(_windows_ascending(items))
+
+
+def _windows_ascending(items: Sequence[str]) -> Iterator[bool]:
+    for start in range(0, len(items), SLICE):
+        part = items[start : start + SLICE + 1]
+        yield all(map(operator.lt, part, part[1:]))
 
 
 async def kept(items: Sequence[str], keep: Collection[str], *, inside: bool) -> list[str]:

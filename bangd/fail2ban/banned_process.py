@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import BinaryIO, Final
 
@@ -32,13 +32,13 @@ from bangd import slices
 from bangd.children import (
     Child,
     ChildFailed,
-    lines_in,
     read_frame,
     write_frame,
     write_pieces,
 )
 from bangd.errors import BanListUnread, Fail2banProtocolError
 from bangd.fail2ban.wire import RemoteError, decode_reply
+from bangd.lines import TextLines
 
 CHILD_MIN_BANS: Final = 50_000  # ~1 MiB of reply: from here on a child reads it
 _DECODE_HERE_MAX: Final = 256 * 1024  # bytes of reply decoded in the loop; more in a thread
@@ -97,7 +97,7 @@ class BanListReader:
         except ChildFailed as exc:
             raise self._unread(exc) from None
 
-    async def answer(self) -> list[str] | RemoteError:
+    async def answer(self) -> Sequence[str] | RemoteError:
         """The entries wanted, in their order, or the error fail2ban answered instead."""
         if self._child is None:
             return await self._answer_here()
@@ -120,7 +120,7 @@ class BanListReader:
             raise self._unread(child.garbage(repr(exc))) from None
         return found
 
-    async def _answer_here(self) -> list[str] | RemoteError:
+    async def _answer_here(self) -> Sequence[str] | RemoteError:
         reply = bytes(self._kept)
         self._kept = bytearray()
         if len(reply) <= _DECODE_HERE_MAX:
@@ -165,7 +165,7 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
                         *(a for a in banned.args[:1] if type(a) is str)]}
         ).encode())
         return
-    given = lines_in(entries)
+    given = TextLines.of(entries)  # not a million strings beside fail2ban's million
     if len(given) < len(banned):  # the smaller side becomes the set
         wanted_set = set(given)
         found = {ban for ban in banned if ban in wanted_set}
@@ -173,7 +173,15 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
         found = set(banned)
     del banned
     write_frame(answer, b"null")
-    write_pieces(answer, slices.lines_pieces([e for e in given if (e in found) is held]))
+    write_pieces(answer, _kept_pieces(given, found, held))
+
+
+def _kept_pieces(given: Sequence[str], found: set[str], held: bool) -> Iterator[bytes]:
+    """`lines_pieces` of the given entries that are (`held`) or are not in `found`, a
+    slice at a time: not a list of them all first."""
+    for start in range(0, len(given), slices.SLICE):
+        part = [e for e in given[start : start + slices.SLICE] if (e in found) is held]
+        yield from slices.lines_pieces(part)
 
 
 def _banned(reply: bytes, what: str) -> list[str] | RemoteError:

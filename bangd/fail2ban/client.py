@@ -180,7 +180,7 @@ class Fail2banClient:
 
     async def banned_among(
         self, jail: str, entries: Sequence[str], *, held: bool = True
-    ) -> list[str]:
+    ) -> Sequence[str]:
         """Those of `entries` that fail2ban holds in `jail` (with held=False: those it does
         not hold), in their order. fail2ban's count comes first: an empty jail (a first
         import) needs no list, and a big one is read by a child process as it arrives

@@ -58,7 +58,7 @@ class Fail2banLink:
 
     async def banned_among(
         self, jail: str, entries: Sequence[str], *, held: bool = True
-    ) -> list[str]:
+    ) -> Sequence[str]:
         return await self._client.banned_among(jail, entries, held=held)
 
     async def command(self, cmd: Sequence[str]) -> object:

@@ -38,7 +38,7 @@ class Banning(Protocol):
     async def ban(self, jail: str, addrs: Sequence[str]) -> int: ...
     async def banned_among(
         self, jail: str, entries: Sequence[str], *, held: bool = True
-    ) -> list[str]: ...
+    ) -> Sequence[str]: ...
 
 
 class Fail2ban(Banning, Protocol):
@@ -104,7 +104,7 @@ class Applier:
         return len(to_send)
 
     async def remove(
-        self, name: str, jail: str, entries: list[str], progress: Progress | None = None
+        self, name: str, jail: str, entries: Sequence[str], progress: Progress | None = None
     ) -> int:
         """Batch by batch: marked `removing` (so a crash is settled later), then lifted."""
         done = 0
@@ -148,7 +148,7 @@ class Applier:
             await self.store.claim(jail, batch)
             await self.fail2ban.ban(jail, batch)
 
-    async def missing(self, jail: str, entries: Sequence[str]) -> list[str]:
+    async def missing(self, jail: str, entries: Sequence[str]) -> Sequence[str]:
         """Which of `entries` fail2ban does not hold in `jail`, in their order."""
         return await self.fail2ban.banned_among(jail, entries, held=False)
 
@@ -156,7 +156,7 @@ class Applier:
         self, name: str, jail: str, entries: Sequence[str], banned: set[str] | None
     ) -> None:
         """Unban `removing` entries this source held, then forget them."""
-        for batch in chunked(list(entries), self.batch_size):
+        for batch in chunked(entries, self.batch_size):
             others = await self.store.held_by_others_among(jail, name, batch)
             owned = await self.store.owned_of(name, jail, batch)
             lift = [

@@ -379,7 +379,8 @@ class Importer:
             await self.store.entries_text(source.name, source.jail)
         )
         summary.added, summary.removed = len(to_add), len(to_remove)
-        summary.would_add, summary.would_remove = list(to_add[:PREVIEW]), to_remove[:PREVIEW]
+        summary.would_add = list(to_add[:PREVIEW])
+        summary.would_remove = list(to_remove[:PREVIEW])
         summary.state = "would-change" if to_add or to_remove else "unchanged"
         for old_jail in await self.store.jails_of(source.name):
             if old_jail != source.jail:

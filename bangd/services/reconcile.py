@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +92,7 @@ class Reconciler:
         return report
 
 
-def _still_wanted(entries: list[str], settings: FilterSettings) -> list[str]:
+def _still_wanted(entries: Sequence[str], settings: FilterSettings) -> list[str]:
     """The entries the current allowlist, exemptions and skip_reserved still let through."""
     kept = parse_blocklist(
         "\n".join(entries).encode(), allowlist=settings.screen,
