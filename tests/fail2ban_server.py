@@ -52,6 +52,11 @@ class Fail2banServerError(RuntimeError):
 
 def send_command(socket_path: str, cmd: Sequence[str], timeout: float = 10.0) -> tuple[int, object]:
     """One blocking request/response on a fresh connection; for fixtures and scripts."""
+    return decode_reply(raw_reply(socket_path, cmd, timeout))
+
+
+def raw_reply(socket_path: str, cmd: Sequence[str], timeout: float = 10.0) -> bytes:
+    """fail2ban's reply to one command as it came (the pickle, without the end marker)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(socket_path)
@@ -59,7 +64,7 @@ def send_command(socket_path: str, cmd: Sequence[str], timeout: float = 10.0) ->
         data = _read_reply(sock)
         with contextlib.suppress(OSError):
             sock.sendall(CLOSE_COMMAND)
-    return decode_reply(data)
+    return data
 
 
 def _read_reply(sock: socket.socket) -> bytes:

@@ -8,12 +8,16 @@ scans its whole ban list once per address, so it is no way out at a million.
 
 So where fail2ban counts CHILD_MIN_BANS or more bans, a child is started and given the
 entries before the list is asked for (fail2ban's timeout then measures fail2ban alone),
-and the reply goes on to it as it comes from fail2ban's socket. The child decodes it with
-the same refusing unpickler (`wire.decode_reply`), keeps of the entries it was given those
-fail2ban holds (or does not), and answers only them. The daemon never holds the whole
-reply. A smaller list is read here, as is any where no child can start.
+and the reply goes on to it as it comes from fail2ban's socket. The child reads the bans
+off the reply's bytes where it has the one shape fail2ban gives a ban list
+(`banlist_scan`: unpickled, 1M bans took it to 214 MiB, mostly the unpickler's own
+objects), and unpickles any other reply with the same refusing unpickler as the daemon
+(`wire.decode_reply`). It keeps of the entries it was given those fail2ban holds (or does
+not), and answers only them. The daemon never holds the whole reply. A smaller list is
+read here, as is any where no child can start.
 
-To the child: a frame with the request (JSON: held or not held wanted), a frame with the
+To the child: a frame with the request (JSON: held or not held wanted, and fail2ban's
+count of bans, which says which side becomes the set), a frame with the
 entries one per line, then the reply's bytes to the end of its input. From the child: the
 outcome (JSON: null, or the error fail2ban answered), then the entries, one per line, in
 the order they were given.
@@ -24,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import BinaryIO, Final
 
@@ -37,6 +41,7 @@ from bangd.children import (
     write_pieces,
 )
 from bangd.errors import BanListUnread, Fail2banProtocolError
+from bangd.fail2ban.banlist_scan import NotScannable, read_unframed, scan_bans
 from bangd.fail2ban.wire import RemoteError, decode_reply
 from bangd.lines import TextLines
 
@@ -74,7 +79,7 @@ class BanListReader:
             return cls(what, entries, held=held, child=None)
         reader = cls(what, entries, held=held, child=child)
         try:
-            await child.send(json.dumps({"held": held, "what": what}).encode())
+            await child.send(json.dumps({"held": held, "what": what, "bans": bans}).encode())
             await child.send_pieces(await slices.text_pieces(entries))
         except BaseException as exc:
             await child.close()
@@ -154,33 +159,42 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
         raise EOFError("the daemon's request ended early")
     settings = json.loads(wanted)
     held: bool = settings["held"]
-    try:
-        banned = _banned(request.read(), settings["what"])
-    except Fail2banProtocolError as exc:
-        write_frame(answer, json.dumps({"error": str(exc)}).encode())
-        return
-    if isinstance(banned, RemoteError):
-        write_frame(answer, json.dumps(
-            {"remote": [banned.name, banned.message,
-                        *(a for a in banned.args[:1] if type(a) is str)]}
-        ).encode())
-        return
     given = TextLines.of(entries)  # not a million strings beside fail2ban's million
-    if len(given) < len(banned):  # the smaller side becomes the set
-        wanted_set = set(given)
-        found = {ban for ban in banned if ban in wanted_set}
-    else:
-        found = set(banned)
-    del banned
+    # The smaller side becomes the set: fail2ban's count of bans says which that is.
+    asked = {e.encode() for e in given} if len(given) < settings["bans"] else None
+    reply = read_unframed(request)
+    try:
+        found = _found(scan_bans(reply), asked)
+    except NotScannable:  # not the shape fail2ban gives a ban list: unpickled, then
+        try:
+            banned = _banned(bytes(reply), settings["what"])
+        except Fail2banProtocolError as exc:
+            write_frame(answer, json.dumps({"error": str(exc)}).encode())
+            return
+        if isinstance(banned, RemoteError):
+            write_frame(answer, json.dumps(
+                {"remote": [banned.name, banned.message,
+                            *(a for a in banned.args[:1] if type(a) is str)]}
+            ).encode())
+            return
+        found = _found((ban.encode("utf-8", "replace") for ban in banned), asked)
+        del banned
+    del reply
     write_frame(answer, b"null")
     write_pieces(answer, _kept_pieces(given, found, held))
 
 
-def _kept_pieces(given: Sequence[str], found: set[str], held: bool) -> Iterator[bytes]:
+def _found(bans: Iterable[bytes], asked: set[bytes] | None) -> set[bytes]:
+    """The bans that are among those asked about (all of them where that is None)."""
+    return set(bans) if asked is None else set(filter(asked.__contains__, bans))
+
+
+def _kept_pieces(given: Sequence[str], found: set[bytes], held: bool) -> Iterator[bytes]:
     """`lines_pieces` of the given entries that are (`held`) or are not in `found`, a
     slice at a time: not a list of them all first."""
     for start in range(0, len(given), slices.SLICE):
-        part = [e for e in given[start : start + slices.SLICE] if (e in found) is held]
+        part = [e for e in given[start : start + slices.SLICE]
+                if (e.encode() in found) is held]
         yield from slices.lines_pieces(part)
 
 

@@ -1,0 +1,125 @@
+"""fail2ban's ban list read off the reply's bytes (`banlist_scan`): exactly what unpickling
+it gives, for every reply of the shape fail2ban sends, and refused for any other shape, which
+the ban list reader process then unpickles as before."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bangd.fail2ban import banned_process
+from bangd.fail2ban.banlist_scan import NotScannable, read_unframed, scan_bans
+from bangd.fail2ban.client import Fail2banClient
+from tests.fail2ban_server import PrivateFail2ban, raw_reply
+
+
+class IPAddr:
+    """Pickles as fail2ban's own IPAddr does (fail2ban.server.ipdns): as str(address)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        return (str, (self.text,))
+
+
+def fail2ban_reply(bans: list[str], protocol: int = pickle.HIGHEST_PROTOCOL) -> bytes:
+    return pickle.dumps((0, [IPAddr(ban) for ban in bans]), protocol)
+
+
+def scanned(reply: bytes) -> list[str]:
+    return [ban.decode() for ban in scan_bans(read_unframed(io.BytesIO(reply)))]
+
+
+def addresses(count: int) -> list[str]:
+    return [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" if i % 3 else f"2001:db8::{i:x}/64"
+            for i in range(count)]
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 999, 1000, 1001, 2001, 40_000])
+def test_a_ban_list_as_fail2ban_pickles_it_is_read_by_the_scan(count: int) -> None:
+    """Across pickle's batches of 1000 and its 64 KiB frames (40k bans: a dozen frames)."""
+    bans = addresses(count)
+    assert scanned(fail2ban_reply(bans)) == bans
+    assert scanned(fail2ban_reply(bans, protocol=4)) == bans
+
+
+@given(st.lists(st.ip_addresses().map(str), max_size=300))
+def test_the_scan_reads_what_unpickling_reads(bans: list[str]) -> None:
+    reply = fail2ban_reply(bans)
+    assert scanned(reply) == pickle.loads(reply)[1]
+
+
+async def test_fail2bans_own_reply_is_read_by_the_scan(
+    fail2ban_server: PrivateFail2ban, fail2ban_jail: str
+) -> None:
+    """The real fail2ban-server's reply: were its shape ever to change, this fails (the
+    reader process would still answer, through the unpickler, with more memory)."""
+    bans = ["192.0.2.1", "198.51.100.0/24", "2001:db8::1"]
+    f2b = Fail2banClient(fail2ban_server.socket, timeout=5.0)
+    try:
+        await f2b.ban(fail2ban_jail, bans)
+    finally:
+        await f2b.close()
+    reply = raw_reply(fail2ban_server.socket, ["get", fail2ban_jail, "banned"])
+    assert sorted(scanned(reply)) == sorted(bans)
+
+
+LYING_LENGTH = fail2ban_reply(["192.0.2.1", "192.0.2.2"]).replace(b"\x8c\x091", b"\x8c\x0a1", 1)
+SAME_BAN_TWICE = pickle.dumps((0, [IPAddr("192.0.2.1")] * 2), pickle.HIGHEST_PROTOCOL)
+
+
+@pytest.mark.parametrize("reply", [
+    pickle.dumps((0, ["192.0.2.1", "192.0.2.2"]), pickle.HIGHEST_PROTOCOL),  # plain strings
+    pickle.dumps((1, ValueError("no")), pickle.HIGHEST_PROTOCOL),  # an error
+    fail2ban_reply(["192.0.2.1", "user name"]),  # a ban that is no address's text
+    fail2ban_reply(["192.0.2.1"], protocol=2),  # no frames, another protocol
+    fail2ban_reply(["192.0.2.1", "192.0.2.2"])[:-5],  # cut short
+    LYING_LENGTH, SAME_BAN_TWICE,
+], ids=["plain-strings", "error", "not-an-address", "protocol-2", "cut-short",
+        "lying-length", "same-ban-twice"])
+def test_a_reply_of_any_other_shape_is_not_scanned(reply: bytes) -> None:
+    with pytest.raises(NotScannable):
+        scanned(reply)
+
+
+def test_a_pickle_without_its_frames_is_the_same_pickle() -> None:
+    reply = fail2ban_reply(addresses(40_000))
+    unframed = read_unframed(io.BytesIO(reply))
+    assert len(unframed) < len(reply)
+    assert pickle.loads(unframed) == pickle.loads(reply)
+
+
+def reader_answer(reply: bytes, asked: list[str], *, held: bool = True) -> list[str]:
+    """The ban list reader process's answer, its `child_main` run here on the same bytes."""
+    settings = json.dumps({"held": held, "what": "get bl banned", "bans": 2}).encode()
+    entries = "".join(entry + "\n" for entry in asked).encode()
+    request = io.BytesIO(b"%d\n%s%d\n%s%s" % (len(settings), settings, len(entries), entries,
+                                             reply))
+    answer = io.BytesIO()
+    banned_process.child_main(request, answer)
+    head, _, rest = answer.getvalue().partition(b"\n")
+    outcome, lines = rest[: int(head)], rest[int(head):].partition(b"\n")[2]
+    assert outcome == b"null"
+    return lines.decode().splitlines()
+
+
+@pytest.mark.parametrize("asked", [["192.0.2.2"], ["192.0.2.9", "192.0.2.1", "192.0.2.2"]],
+                         ids=["fewer-asked", "more-asked"])
+def test_the_reader_answers_alike_for_a_reply_it_scans_and_one_it_unpickles(
+    asked: list[str]
+) -> None:
+    bans = ["192.0.2.1", "192.0.2.2"]
+    plain = pickle.dumps((0, bans), pickle.HIGHEST_PROTOCOL)
+    for held in (True, False):
+        assert reader_answer(fail2ban_reply(bans), asked, held=held) == reader_answer(
+            plain, asked, held=held
+        )
+    assert reader_answer(fail2ban_reply(bans), asked) == [a for a in asked if a in bans]
