@@ -5,7 +5,18 @@ from __future__ import annotations
 import hashlib
 import random
 
-from bangd.sources.entries import SORT_PIECE, EntrySet, entries_digest, sorted_entries
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bangd.lines import TextLines
+from bangd.sources.entries import (
+    SORT_PIECE,
+    EntrySet,
+    SortedText,
+    entries_digest,
+    ordered_digest,
+    sorted_entries,
+)
 
 
 def test_sorted_entries_matches_sorted_for_big_mixed_sets() -> None:
@@ -21,6 +32,33 @@ def test_sorted_entries_matches_sorted_for_big_mixed_sets() -> None:
 def test_sorted_entries_drops_duplicates_however_many() -> None:
     listed = ["9.9.9.9"] * (3 * SORT_PIECE) + ["1.2.3.4", "1.2.3.4", "1.2"] * SORT_PIECE
     assert sorted_entries(listed) == ["1.2", "1.2.3.4", "9.9.9.9"]
+
+
+def sorted_text_of(chunks: list[list[str]]) -> tuple[TextLines, str, int]:
+    kept = SortedText()
+    for chunk in chunks:
+        kept.add(chunk)
+    lines, digest = kept.finish()
+    return lines, digest, kept.kept
+
+
+def test_entries_gathered_as_text_come_out_sorted_and_distinct() -> None:
+    rng = random.Random(12)
+    chunks = [[f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 9)}.0"
+               for _ in range(20_000)] + ["::", "::1", "1.2"] for _ in range(5)]
+    everything = sorted({entry for chunk in chunks for entry in chunk})
+    lines, digest, kept = sorted_text_of(chunks)
+    assert lines == everything
+    assert digest == ordered_digest(everything)
+    assert kept == sum(map(len, chunks))
+
+
+@given(st.lists(st.lists(st.text("0123456789abcdef.:/", min_size=1, max_size=12))))
+def test_sorted_text_is_sorted_of_the_set_of_what_was_added(chunks: list[list[str]]) -> None:
+    everything = sorted({entry for chunk in chunks for entry in chunk})
+    lines, digest, _ = sorted_text_of(chunks)
+    assert list(lines) == everything
+    assert digest == ordered_digest(everything)
 
 
 def test_entry_set_reads_as_the_set_of_its_entries() -> None:

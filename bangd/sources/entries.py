@@ -1,11 +1,12 @@
-"""Sets of normalised entries kept as one sorted list, and their key order and digest.
+"""Sets of normalised entries kept as one sorted text, and their key order and digest.
 
 A list's entries travel in key order from the parser to fail2ban and SQLite: `applied`'s
 B-trees fill fastest in key order (1M random-order inserts took 65 s, sorted ones 12 s),
 the digest is taken over the sorted entries, and runs are reproducible. So the parser sorts
-once and everything downstream reads the same list. Measured for 1M IPv4 entries: a
-frozenset adds a 32-64 MiB hash table on top of the ~64 MiB of strings; the sorted list
-adds 8 MiB of pointers and answers membership by bisection.
+once and everything downstream reads the same entries. Measured for 1M IPv4 entries: the
+strings alone are ~64 MiB, a frozenset adds a 32-64 MiB hash table; as one text with an
+array of line starts (`lines.TextLines`) they are 14 + 4 MiB, and membership is answered
+by bisection.
 
 Sorting never holds the GIL for long (a plain sorted() of 1M strings holds it ~0.5 s and
 stalls the event loop even from a thread): entries are bucketed by their next few
@@ -20,6 +21,8 @@ from collections.abc import Iterable, Iterator, Sequence, Set
 from itertools import groupby
 from typing import Final
 
+from ..lines import TextLines
+
 SORT_PIECE: Final = 8_192  # at most this many strings per sort() call: ~0.5 ms of GIL
 SORT_PREFIX: Final = 3  # characters a bucket key grows by at each level
 
@@ -32,8 +35,9 @@ class EntrySet(Set[str]):
 
     __slots__ = ("_ordered",)
 
-    def __init__(self, ordered: list[str]) -> None:
-        """`ordered` must already be sorted and distinct (see `of` for any iterable)."""
+    def __init__(self, ordered: Sequence[str]) -> None:
+        """`ordered` must already be sorted and distinct (see `of` for any iterable); a
+        parse's is `lines.TextLines` (`SortedText`)."""
         self._ordered = ordered
 
     @classmethod
@@ -73,6 +77,55 @@ class EntrySet(Set[str]):
         shown = ", ".join(map(repr, self._ordered[:5]))
         more = f", ... ({len(self._ordered)} in all)" if len(self._ordered) > 5 else ""
         return f"EntrySet([{shown}{more}])"
+
+
+class SortedText:
+    """Entries gathered a chunk at a time and kept as text, then sorted into one text in
+    key order (`finish`): a parse of 1M lines never holds a string per entry (it did: 122
+    MiB at the peak of a 1M parse, most of it those strings).
+
+    Each chunk's entries are bucketed by their first SORT_PREFIX characters and each
+    bucket's share joined into one string; at the end each bucket, in key order, is split,
+    sorted (split further while too big, as `sorted_entries`), and written out.
+    """
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, list[str]] = {}
+        self.kept = 0  # entries added, duplicates included
+
+    def add(self, entries: Iterable[str]) -> None:
+        grouped: dict[str, list[str]] = {}
+        for item in entries:
+            key = item[:SORT_PREFIX]
+            group = grouped.get(key)
+            if group is None:
+                grouped[key] = [item]
+            else:
+                group.append(item)
+        buckets = self._buckets
+        for key, group in grouped.items():
+            self.kept += len(group)
+            bucket = buckets.get(key)
+            if bucket is None:
+                buckets[key] = ["\n".join(group)]
+            else:
+                bucket.append("\n".join(group))
+
+    def finish(self) -> tuple[TextLines, str]:
+        """The distinct entries in key order, and their digest (`ordered_digest`)."""
+        text = bytearray()
+        buckets = self._buckets
+        for key in sorted(buckets):
+            items = "\n".join(buckets.pop(key)).split("\n")
+            ordered: list[str] = []
+            if len(key) < SORT_PREFIX:
+                ordered.append(items[0])  # entries this short are all the key itself
+            else:
+                _sort_into(ordered, items, SORT_PREFIX)
+            del items
+            text += "\n".join(ordered).encode("ascii")
+            text += b"\n"
+        return TextLines.of(text), hashlib.sha256(text).hexdigest()
 
 
 def sorted_entries(entries: Iterable[str]) -> list[str]:

@@ -42,13 +42,12 @@ import socket
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from itertools import chain
 from typing import Final, Literal, NamedTuple
 
 from ..config import TEXT_FORMAT, FeedFormat
 from ..textsafe import safe_text
 from .cidr import range_cover
-from .entries import EntrySet, ordered_digest, sorted_entries
+from .entries import EntrySet, SortedText
 from .formats import guess_format, reader_for
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -284,28 +283,30 @@ def parse_blocklist(
     """Parse a downloaded blocklist; CPU-bound, so async callers run it via asyncio.to_thread."""
     screen = _Screen(allowlist, skip_reserved)
     scan = _Scan(screen, invalid_samples)
+    # The entries kept go on as text a chunk at a time, sorted once at the end, which also
+    # drops the duplicates; the digest and everything downstream read that one text.
+    kept = SortedText()
     if feed.reader == "text":
         lines = 0
         for chunk in _text_chunks(data):
             scan.run(chunk, lines)
             lines += len(chunk)
+            kept.add(scan.take())
     else:
         all_lines = _split_lines(data)
         lines = len(all_lines)
         reader_for(feed)(feed, all_lines, scan)
-    # One sort, in input order (real lists often come sorted, and timsort gains from any
-    # order found), which also drops the duplicates; the digest and everything downstream
-    # read that one list.
-    ordered = sorted_entries(chain.from_iterable(scan.pieces))
-    kept = scan.release()
+        del all_lines
+        kept.add(scan.take())
+    ordered, digest = kept.finish()
     return ParsedList(
         entries=EntrySet(ordered),
         count=len(ordered),
-        digest=ordered_digest(ordered),
+        digest=digest,
         lines=lines,
         invalid=scan.invalid,
         invalid_lines=tuple(scan.invalid_lines),
-        duplicates=kept - len(ordered),
+        duplicates=kept.kept - len(ordered),
         skipped_allowlist=scan.skipped_allowlist,
         skipped_reserved=scan.skipped_reserved,
         format=feed.name,
@@ -362,12 +363,8 @@ class _Scan:
     def __init__(self, screen: _Screen, invalid_samples: int) -> None:
         self.screen = screen
         self.invalid_samples = invalid_samples
-        # Every kept entry, duplicates included, in input order: one list per chunk of text
-        # (`accepted` is the current one). One list of 1M strings would be traversed whole
-        # by the first garbage collection after it was made (10 ms holding the GIL, seen
-        # mid-parse) and freed in one call (1M decrefs, ~10 ms); pieces are neither.
-        self.pieces: list[list[str]] = [[]]
-        self.accepted: list[str] = self.pieces[0]
+        # The entries kept since the last `take`, duplicates included, in input order.
+        self.accepted: list[str] = []
         self.invalid = 0
         self.invalid_lines: list[tuple[int, str]] = []
         self.skipped_allowlist = 0
@@ -383,8 +380,6 @@ class _Scan:
         pton = socket.inet_pton if _INET_PTON_IS_STRICT else _refuse
         af_inet = socket.AF_INET
         needs_check = self.screen.needs_check4
-        self.accepted = []
-        self.pieces.append(self.accepted)
         keep = self.accepted.append
         for lineno, raw in enumerate(lines, before + 1):
             line = raw.strip()
@@ -401,15 +396,10 @@ class _Scan:
                     continue
             keep(line)
 
-    def release(self) -> int:
-        """Drop the kept entries piece by piece (each free a short hold of the GIL); return
-        how many there were."""
-        kept = 0
-        pieces = self.pieces
-        while pieces:
-            kept += len(pieces.pop())
-        self.accepted = []
-        return kept
+    def take(self) -> list[str]:
+        """The entries kept since the last call; the next ones go to a new list."""
+        taken, self.accepted = self.accepted, []
+        return taken
 
     def _rare(self, lineno: int, line: str) -> None:
         """Handle any line that is not a bare IPv4 address."""

@@ -172,13 +172,15 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
     old: Sequence[str] = TextLines.of(applied)
     if not slices.in_key_order(old):  # the key order, unless a query planner changes
         old = sorted(set(old))
-    to_add: list[str] = []
-    to_remove: list[str] = []
+    # Written as it is found, a window at a time: at a first import all 1M entries are
+    # new, and a list of them would be the million strings the parse never made.
+    to_add: list[bytes] = []
+    to_remove: list[bytes] = []
     for fresh, stale in slices.difference_windows(parsed.entries.ordered, old):
-        to_add.extend(fresh)
-        to_remove.extend(stale)
-    write_pieces(answer, slices.lines_pieces(to_add))
-    write_pieces(answer, slices.lines_pieces(to_remove))
+        to_add.extend(slices.lines_pieces(list(fresh)))
+        to_remove.extend(slices.lines_pieces(list(stale)))
+    write_pieces(answer, to_add)
+    write_pieces(answer, to_remove)
 
 
 def _frame(request: BinaryIO) -> bytes:
