@@ -129,17 +129,20 @@ class Child:
         stdout = self._proc.stdout
         assert stdout is not None
         receiver = LinesReceiver()
-        try:
-            async with self._step():
-                left = await self._frame_size()
-                while left:
-                    piece = await stdout.read(min(left, _PIECE))
-                    if not piece:
-                        raise await self._failure()
-                    left -= len(piece)
+        async with self._step():
+            left = await self._frame_size()
+            while left:
+                piece = await stdout.read(min(left, _PIECE))
+                if not piece:
+                    raise await self._failure()
+                left -= len(piece)
+                try:
                     receiver.add(piece)
+                except ValueError as exc:  # not ASCII
+                    raise self.garbage(str(exc)) from None
+        try:
             return receiver.lines()
-        except ValueError as exc:
+        except ValueError as exc:  # the last line unended
             raise self.garbage(str(exc)) from None
 
     async def _frame_size(self) -> int:

@@ -11,6 +11,7 @@ a child reads what a source has applied.
 
 from __future__ import annotations
 
+import operator
 from array import array
 from collections.abc import Iterator, Sequence
 from itertools import accumulate
@@ -38,6 +39,21 @@ class TextLines(Sequence[str]):
         index_lines(text, starts, 0, len(text))
         starts.append(len(text) + (0 if text.endswith(b"\n") or not text else 1))
         return cls(text, starts)
+
+    @classmethod
+    def indexing(cls, text: bytes | bytearray) -> Iterator[TextLines | None]:
+        """`of`, a window of text per step, for the event loop: None after each window, and
+        the lines last."""
+        starts = _new_starts(len(text) + 1)
+        done, size = 0, len(text)
+        while done < size:
+            end = text.find(b"\n", min(done + _WINDOW, size) - 1)
+            end = size if end < 0 else end + 1
+            index_lines(text, starts, done, end)
+            done = end
+            yield None
+        starts.append(size + (0 if text.endswith(b"\n") or not text else 1))
+        yield cls(text, starts)
 
     def __len__(self) -> int:
         return len(self._starts) - 1
@@ -70,8 +86,8 @@ class TextLines(Sequence[str]):
     def __eq__(self, other: object) -> bool:
         if isinstance(other, TextLines) and self._text == other._text:
             return True
-        if isinstance(other, (list, tuple, TextLines)):
-            return len(other) == len(self) and all(map(str.__eq__, self, other))
+        if isinstance(other, (list, TextLines)):  # as a list compares: with lists only
+            return len(other) == len(self) and all(map(operator.eq, self, other))
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]  # equal to lists, which are not hashable

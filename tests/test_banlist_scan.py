@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bangd.fail2ban import banned_process
-from bangd.fail2ban.banlist_scan import NotScannable, read_unframed, scan_bans
+from bangd.fail2ban.banlist_scan import NotScannable, Unframed, scan_bans
 from bangd.fail2ban.client import Fail2banClient
 from tests.fail2ban_server import PrivateFail2ban, raw_reply
 
@@ -35,7 +35,16 @@ def fail2ban_reply(bans: list[str], protocol: int = pickle.HIGHEST_PROTOCOL) -> 
 
 
 def scanned(reply: bytes) -> list[str]:
-    return [ban.decode() for ban in scan_bans(read_unframed(io.BytesIO(reply)))]
+    return [ban.decode() for ban in scan_bans(Unframed(io.BytesIO(reply)))]
+
+
+def framed(ops: bytes, cuts: list[int]) -> bytes:
+    """`ops` (PROTO first, no frames) in frames that end at `cuts`, each header exact."""
+    out, done = [ops[:2]], 2
+    for at in [*cuts, len(ops)]:
+        out += [b"\x95" + (at - done).to_bytes(8, "little"), ops[done:at]]
+        done = at
+    return b"".join(out)
 
 
 def addresses(count: int) -> list[str]:
@@ -92,9 +101,40 @@ def test_a_reply_of_any_other_shape_is_not_scanned(reply: bytes) -> None:
 
 def test_a_pickle_without_its_frames_is_the_same_pickle() -> None:
     reply = fail2ban_reply(addresses(40_000))
-    unframed = read_unframed(io.BytesIO(reply))
-    assert len(unframed) < len(reply)
-    assert pickle.loads(unframed) == pickle.loads(reply)
+    unframed = Unframed(io.BytesIO(reply))
+    assert len(unframed.ops) < len(reply)
+    assert pickle.loads(unframed.ops) == pickle.loads(reply)
+
+
+@pytest.mark.parametrize("reply", [fail2ban_reply(addresses(40_000)),
+                                   fail2ban_reply(["192.0.2.1"], protocol=2)],
+                         ids=["framed", "no-frames"])
+def test_the_reply_as_it_came_is_what_is_unpickled_when_not_scanned(reply: bytes) -> None:
+    assert Unframed(io.BytesIO(reply)).original() == reply
+
+
+def test_a_frame_cut_anywhere_is_scanned_only_where_unpickling_reads_the_same() -> None:
+    """A frame may end only between two instructions: inside one, the unpickler reads the
+    next header as that instruction's argument, and the scan must refuse it."""
+    bans = ["192.0.2.1", "198.51.100.0/24", "2001:db8::1"]
+    ops = bytes(Unframed(io.BytesIO(fail2ban_reply(bans))).ops)
+    accepted = 0
+    for cut in range(3, len(ops)):
+        reply = framed(ops, [cut])
+        try:
+            got = scanned(reply)
+        except NotScannable:
+            continue
+        accepted += 1
+        assert pickle.loads(reply) == (0, got), cut
+    assert accepted >= 3 * 6  # every instruction start of every ban, at least
+
+
+def test_a_frame_shorter_than_its_header_says_is_not_scanned() -> None:
+    ops = bytes(Unframed(io.BytesIO(fail2ban_reply(["192.0.2.1", "192.0.2.2"]))).ops)
+    reply = ops[:2] + b"\x95" + (10**6).to_bytes(8, "little") + ops[2:]
+    with pytest.raises(NotScannable, match="shorter"):
+        scanned(reply)
 
 
 def reader_answer(reply: bytes, asked: list[str], *, held: bool = True) -> list[str]:

@@ -36,6 +36,15 @@ def test_a_final_newline_ends_the_last_line_and_may_be_missing() -> None:
     assert TextLines.of(b"") == [] and len(TextLines.of(b"")) == 0
 
 
+@pytest.mark.parametrize("text", [TEXT, TEXT[:-1], b"", b"1.2.3.4"], ids=[
+    "many", "no-final-newline", "empty", "one-unended"])
+def test_lines_indexed_a_window_at_a_time_are_the_lines_indexed_at_once(text: bytes) -> None:
+    steps = list(TextLines.indexing(text))
+    assert all(step is None for step in steps[:-1]) and len(steps) > len(text) // 70_000
+    assert steps[-1] == TextLines.of(text)
+    assert steps[-1] == text.decode().splitlines()
+
+
 def test_lines_equal_a_list_only_of_the_same_strings_in_the_same_order() -> None:
     assert TextLines.of(b"a\nb\n") != ["b", "a"]
     assert TextLines.of(b"a\nb\n") != ["a"]

@@ -41,7 +41,7 @@ from bangd.children import (
     write_pieces,
 )
 from bangd.errors import BanListUnread, Fail2banProtocolError
-from bangd.fail2ban.banlist_scan import NotScannable, read_unframed, scan_bans
+from bangd.fail2ban.banlist_scan import NotScannable, Unframed, scan_bans
 from bangd.fail2ban.wire import RemoteError, decode_reply
 from bangd.lines import TextLines
 
@@ -135,7 +135,7 @@ class BanListReader:
         if isinstance(banned, RemoteError):
             return banned
         if not banned:
-            return [] if self._held else list(self._entries)
+            return [] if self._held else self._entries  # read only: not a copy
         found = await slices.common(self._entries, banned)
         return await slices.kept(self._entries, found, inside=self._held)
 
@@ -162,12 +162,12 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
     given = TextLines.of(entries)  # not a million strings beside fail2ban's million
     # The smaller side becomes the set: fail2ban's count of bans says which that is.
     asked = {e.encode() for e in given} if len(given) < settings["bans"] else None
-    reply = read_unframed(request)
+    reply = Unframed(request)
     try:
         found = _found(scan_bans(reply), asked)
     except NotScannable:  # not the shape fail2ban gives a ban list: unpickled, then
         try:
-            banned = _banned(bytes(reply), settings["what"])
+            banned = _banned(reply.original(), settings["what"])
         except Fail2banProtocolError as exc:
             write_frame(answer, json.dumps({"error": str(exc)}).encode())
             return

@@ -188,7 +188,7 @@ class Fail2banClient:
         cmd = ["get", _checked_jail(jail), "banned"]
         bans = (await self.jail_status(jail)).currently_banned
         if not bans:
-            return [] if held else list(entries)
+            return [] if held else entries  # read only: not a copy of a million
         async with await BanListReader.start(
             " ".join(cmd), entries, held=held, bans=bans
         ) as reader:

@@ -37,7 +37,7 @@ class ActionLink(Protocol):
 
 
 class AppliedEntries(Protocol):
-    async def expected(self, jail: str) -> list[str]: ...
+    async def expected(self, jail: str) -> Sequence[str]: ...
 
 
 @dataclass
@@ -97,7 +97,7 @@ class Enforcement:
                 return report
             kwargs: dict[str, object] = {"limit": SHOWN_MISSING}
             if len(applied) <= EXPLICIT_CHECK_MAX:
-                kwargs["entries"] = applied
+                kwargs["entries"] = list(applied)  # JSON: a list, not the text it is kept as
             reply = await self.fail2ban.action_call(jail, BANGD_ACTION, "enforced", kwargs)
         except Fail2banError as exc:
             report.error = str(exc)

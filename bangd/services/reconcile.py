@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import slices
 from ..errors import Fail2banError
 from ..sources.parse import parse_blocklist
 from ..store.imports import ImportStore
@@ -98,4 +99,8 @@ def _still_wanted(entries: Sequence[str], settings: FilterSettings) -> list[str]
         "\n".join(entries).encode(), allowlist=settings.screen,
         skip_reserved=settings.skip_reserved,
     ).entries
-    return [e for e in entries if e in kept]
+    # Both in key order: compared window by window, not an entry at a time by bisection.
+    wanted: list[str] = []
+    for part, kept_part in slices.aligned_windows(entries, kept.ordered):
+        wanted.extend(filter(set(kept_part).__contains__, part))
+    return wanted

@@ -47,9 +47,9 @@ ENTRIES_TEXT_SQL = (  # the same, as bytes
     "SELECT CAST(group_concat(entry, char(10)) AS BLOB) FROM (SELECT entry FROM applied"
     " WHERE jail = ? AND source = ? AND state = ? ORDER BY entry)"
 )
-EXPECTED_SQL = (
-    "SELECT group_concat(entry, char(10)) FROM (SELECT DISTINCT entry FROM applied"
-    " WHERE jail = ? AND state = 'applied' ORDER BY entry)"
+EXPECTED_SQL = (  # as bytes: kept as text, not a million strings (slices.sorted_text_lines)
+    "SELECT CAST(group_concat(entry, char(10)) AS BLOB) FROM (SELECT DISTINCT entry"
+    " FROM applied WHERE jail = ? AND state = 'applied' ORDER BY entry)"
 )
 JAILS_SQL = (
     "WITH RECURSIVE jails(jail) AS ("
@@ -561,10 +561,12 @@ class ImportStore:
             (jail, source, run_id, json.dumps(rows, separators=(",", ":"))),
         )
 
-    async def expected(self, jail: str) -> list[str]:
-        """Everything bangd has confirmed as applied to `jail`, across sources, in key order."""
+    async def expected(self, jail: str) -> Sequence[str]:
+        """Everything bangd has confirmed as applied to `jail`, across sources, in key order
+        (reconciliation reads it all, every reconcile_interval)."""
         await self.folded()
-        return await self._entry_list(EXPECTED_SQL, (jail,))
+        text = await self.db.fetchval(EXPECTED_SQL, (jail,))
+        return await slices.sorted_text_lines(bytes(text) if text is not None else b"")
 
     async def jails(self) -> list[str]:
         """Jails with applied entries: a skip-scan, one key search per jail (DISTINCT read
