@@ -1,15 +1,19 @@
 """Shared fixtures. fail2ban: one real private server per test session, a clean jail per
 test, and a factory for tests that need a server of their own (to stop it, or at DEBUG).
-SQLite: a fresh, migrated bangd database per test."""
+SQLite: a fresh, migrated bangd database per test. `client`: a Fail2banClient on the session
+server (modules that mean another client define their own); `short_dir`: a directory whose
+path is short enough for a Unix socket."""
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from bangd.fail2ban.client import Fail2banClient
 from bangd.store.db import Database
 from tests.fail2ban_server import PrivateFail2ban, PrivateFail2banFactory
 from tests.netns import NetnsPair
@@ -36,6 +40,24 @@ def fail2ban_server() -> Iterator[PrivateFail2ban]:
         yield server
     finally:
         _discard(server)
+
+
+@pytest.fixture
+async def client(fail2ban_server: PrivateFail2ban) -> AsyncIterator[Fail2banClient]:
+    f2b = Fail2banClient(fail2ban_server.socket, timeout=5.0)
+    try:
+        yield f2b
+    finally:
+        await f2b.close()
+
+
+@pytest.fixture
+def short_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="f2bfake-", dir="/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -16,20 +13,10 @@ from bangd import children
 from bangd.errors import BanListUnread, Fail2banProtocolError, UnknownJail
 from bangd.fail2ban import banned_process
 from bangd.fail2ban.client import Fail2banClient
-from tests.fail2ban_server import PrivateFail2ban
 from tests.fake_fail2ban import Answer, FakeFail2ban
 
 BANNED = ["192.0.2.1", "192.0.2.3", "2001:db8::1"]
 ASKED = ["192.0.2.3", "192.0.2.2", "2001:db8::1", "198.51.100.7"]  # not in key order
-
-
-@pytest.fixture
-async def client(fail2ban_server: PrivateFail2ban) -> AsyncIterator[Fail2banClient]:
-    f2b = Fail2banClient(fail2ban_server.socket, timeout=5.0)
-    try:
-        yield f2b
-    finally:
-        await f2b.close()
 
 
 @pytest.fixture
@@ -47,15 +34,6 @@ def ban_list_reply(raw: bytes, bans: int = len(BANNED)) -> Answer:
             return pickle.dumps((0, status), pickle.HIGHEST_PROTOCOL)
         return raw
     return answer
-
-
-@pytest.fixture
-def short_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="f2bfake-", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_the_held_entries_come_in_the_order_asked(

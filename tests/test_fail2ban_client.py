@@ -6,9 +6,6 @@ import asyncio
 import os
 import pickle
 import re
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -31,24 +28,6 @@ from tests.fake_fail2ban import (
 
 NOBODY = 65534
 TEN_ADDRESSES = [f"192.0.2.{n}" for n in range(10)]
-
-
-@pytest.fixture
-async def client(fail2ban_server: PrivateFail2ban) -> AsyncIterator[Fail2banClient]:
-    f2b = Fail2banClient(fail2ban_server.socket, timeout=5.0)
-    try:
-        yield f2b
-    finally:
-        await f2b.close()
-
-
-@pytest.fixture
-def short_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="f2bfake-", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 # --- real server -------------------------------------------------------------------------
