@@ -36,14 +36,19 @@ def ban_list_reply(raw: bytes, bans: int = len(BANNED)) -> Answer:
     return answer
 
 
+@pytest.mark.parametrize("child_min", [10**9, 1], ids=["read-here", "read-by-a-child"])
 async def test_the_held_entries_come_in_the_order_asked(
-    client: Fail2banClient, fail2ban_jail: str
+    client: Fail2banClient, fail2ban_jail: str, child_min: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The same answers whether the ban list is read in the daemon or by a child."""
+    monkeypatch.setattr(banned_process, "CHILD_MIN_BANS", child_min)
     await client.ban(fail2ban_jail, BANNED)
     assert await client.banned_among(fail2ban_jail, ASKED) == ["192.0.2.3", "2001:db8::1"]
     assert await client.banned_among(fail2ban_jail, ASKED, held=False) == [
         "192.0.2.2", "198.51.100.7"
     ]
+    assert await client.banned_among(fail2ban_jail, []) == []
 
 
 async def test_an_empty_jail_holds_none_of_them(
@@ -51,18 +56,6 @@ async def test_an_empty_jail_holds_none_of_them(
 ) -> None:
     assert await client.banned_among(fail2ban_jail, ASKED) == []
     assert await client.banned_among(fail2ban_jail, ASKED, held=False) == ASKED
-
-
-@pytest.mark.usefixtures("in_child")
-async def test_a_child_answers_exactly_as_the_daemon_would(
-    client: Fail2banClient, fail2ban_jail: str
-) -> None:
-    await client.ban(fail2ban_jail, BANNED)
-    assert await client.banned_among(fail2ban_jail, ASKED) == ["192.0.2.3", "2001:db8::1"]
-    assert await client.banned_among(fail2ban_jail, ASKED, held=False) == [
-        "192.0.2.2", "198.51.100.7"
-    ]
-    assert await client.banned_among(fail2ban_jail, []) == []
 
 
 async def test_an_unknown_jail_is_told_as_such(client: Fail2banClient) -> None:
