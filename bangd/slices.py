@@ -8,8 +8,8 @@ one C-level call over at most SLICE entries (~0.5 ms), with the loop free betwee
 so a status call waits a few milliseconds in all.
 
 The few functions here that do not pause (`lines_pieces`, `in_key_order`,
-`difference_windows`) are the
-pieces child processes use too: a child has its own GIL, and runs them whole.
+`difference_windows`, `aligned_windows`) are the pieces child processes (and worker
+threads) use too: a child has its own GIL, and runs them whole.
 """
 
 from __future__ import annotations
