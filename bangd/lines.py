@@ -5,8 +5,8 @@ A million entries as a list of strings are ~70 MiB (a 64-byte object and a list 
 each); as their ASCII text and an array of line starts they are 14 + 4 MiB. A slice is
 made into strings when it is read (one `bytes.split`), and every caller that goes through
 a million entries does it a slice at a time (`slices`), so only that slice is ever built.
-This is how a child's answers (what to add, what fail2ban holds) reach the daemon, and how
-a child reads what a source has applied.
+This is how a child's answers (what to add, what fail2ban holds) reach the daemon, how the
+store answers a source's or a jail's entries, and how a child reads what is applied.
 """
 
 from __future__ import annotations
@@ -35,15 +35,14 @@ class TextLines(Sequence[str]):
     def of(cls, text: bytes | bytearray) -> TextLines:
         """The lines of `text`, indexed where they are; a final newline ends the last line
         (as SQLite's group_concat leaves it, it may be missing)."""
-        starts = _new_starts(len(text) + 1)
-        index_lines(text, starts, 0, len(text))
-        starts.append(len(text) + (0 if text.endswith(b"\n") or not text else 1))
-        return cls(text, starts)
+        *_, lines = cls.indexing(text)
+        assert lines is not None
+        return lines
 
     @classmethod
     def indexing(cls, text: bytes | bytearray) -> Iterator[TextLines | None]:
-        """`of`, a window of text per step, for the event loop: None after each window, and
-        the lines last."""
+        """`of`, a window of text per step (for the event loop): None after each window,
+        and the lines last."""
         starts = _new_starts(len(text) + 1)
         done, size = 0, len(text)
         while done < size:

@@ -24,32 +24,11 @@ from typing import Final
 from .lines import TextLines
 
 SLICE: Final = 8_192  # entries per step
-TEXT_SLICE: Final = 1 << 16  # characters of text split per step (~4.5k entries)
 
 
 async def pause() -> None:
     """Let every other ready task run before the next slice."""
     await asyncio.sleep(0)
-
-
-async def lines_of(text: str | bytes, start: int = 0) -> list[str]:
-    """The lines of `text` from `start` on, one string each (a final newline ends the last
-    line; bytes must be ASCII, or UnicodeDecodeError)."""
-    lines: list[str] = []
-    size = len(text)
-    while start < size:
-        if isinstance(text, str):
-            end = text.find("\n", min(start + TEXT_SLICE, size - 1))
-            end = size if end < 0 else end
-            piece = text[start:end]
-        else:
-            end = text.find(b"\n", min(start + TEXT_SLICE, size - 1))
-            end = size if end < 0 else end
-            piece = text[start:end].decode("ascii")
-        lines.extend(piece.split("\n"))
-        start = end + 1
-        await pause()
-    return lines
 
 
 async def text_pieces(items: Sequence[str]) -> list[bytes]:
@@ -121,18 +100,11 @@ async def kept(items: Sequence[str], keep: Collection[str], *, inside: bool) -> 
     return out
 
 
-async def sorted_lines(text: str | bytes) -> list[str]:
-    """The distinct lines of text that a query answered in key order, in key order: checked,
-    and sorted in a thread should a query planner ever answer otherwise."""
-    lines = await lines_of(text)
-    if not await is_sorted(lines):
-        lines = await asyncio.to_thread(_sorted_distinct, lines)
-    return lines
-
-
-async def sorted_text_lines(text: bytes) -> Sequence[str]:
-    """`sorted_lines`, kept as the text (`lines.TextLines`): 18 MiB per million lines, not
-    ~70 of strings. Indexed a window at a time, in the event loop."""
+async def sorted_text(text: bytes) -> Sequence[str]:
+    """The distinct lines of a text a query answered in key order, kept as the text
+    (`lines.TextLines`: 18 MiB per million lines, not ~70 of strings) and indexed a window
+    at a time; checked, and sorted in a thread should a query planner ever answer
+    otherwise."""
     for lines in TextLines.indexing(text):
         if lines is None:
             await pause()

@@ -72,7 +72,7 @@ class ParsedHere(Parse):
         self.findings = parsed.findings
 
     async def delta(self, applied: bytes) -> Delta:
-        old = await slices.sorted_lines(applied)
+        old = await slices.sorted_text(applied)
         return await slices.sorted_difference(self.parsed.entries.ordered, old)
 
     async def close(self) -> None:

@@ -39,15 +39,12 @@ APPLIED_MATCHES_SQL = (
     " ORDER BY entry, source, jail"
 )
 # The key's order (jail, entry, source) is the scan's, so the subquery's ORDER BY is free.
-ENTRIES_OF_SQL = (
-    "SELECT group_concat(entry, char(10)) FROM (SELECT entry FROM applied"
-    " WHERE jail = ? AND source = ? AND state = ? ORDER BY entry)"
-)
-ENTRIES_TEXT_SQL = (  # the same, as bytes
+# Entries as one text, as bytes: kept as text, not a million strings (slices.sorted_text).
+ENTRIES_TEXT_SQL = (
     "SELECT CAST(group_concat(entry, char(10)) AS BLOB) FROM (SELECT entry FROM applied"
     " WHERE jail = ? AND source = ? AND state = ? ORDER BY entry)"
 )
-EXPECTED_SQL = (  # as bytes: kept as text, not a million strings (slices.sorted_text_lines)
+EXPECTED_SQL = (
     "SELECT CAST(group_concat(entry, char(10)) AS BLOB) FROM (SELECT DISTINCT entry"
     " FROM applied WHERE jail = ? AND state = 'applied' ORDER BY entry)"
 )
@@ -341,22 +338,20 @@ class ImportStore:
 
     # -- applied entries ---------------------------------------------------------------------
 
-    async def entries_of(self, source: str, jail: str, state: str = "applied") -> list[str]:
-        """What `source` has in `jail`, in key order. SQLite joins the entries into one text
-        (0.2 s per 1M, without the GIL) that is split here a slice at a time: fetched as
+    async def entries_of(
+        self, source: str, jail: str, state: str = "applied"
+    ) -> Sequence[str]:
+        """What `source` has in `jail`, in key order, kept as text (`lines.TextLines`).
+        SQLite joins the entries into one text (0.2 s per 1M, without the GIL): fetched as
         rows, 1M took 2.3 s and stalled the event loop up to 355 ms (a tuple per row)."""
-        await self.folded()
-        return await self._entry_list(ENTRIES_OF_SQL, (jail, source, state))
+        return await slices.sorted_text(await self.entries_text(source, jail, state))
 
-    async def entries_text(self, source: str, jail: str) -> bytes:
-        """What `source` has applied in `jail`, one entry per line, for a child process to
-        compare with: one bytes object of ~15 MiB per 1M, not a million strings."""
+    async def entries_text(self, source: str, jail: str, state: str = "applied") -> bytes:
+        """What `source` has in `jail`, one entry per line, as it is sent to a child process
+        to compare with: one bytes object of ~15 MiB per 1M, not a million strings."""
         await self.folded()
-        text = await self.db.fetchval(ENTRIES_TEXT_SQL, (jail, source, "applied"))
+        text = await self.db.fetchval(ENTRIES_TEXT_SQL, (jail, source, state))
         return bytes(text) if text is not None else b""
-
-    async def _entry_list(self, sql: str, params: Sequence[object]) -> list[str]:
-        return await slices.sorted_lines(await self.db.fetchval(sql, params) or "")
 
     async def jails_of(self, source: str) -> list[str]:
         """The jails `source` has entries in, by skip-scan of applied_by_source, and those
@@ -566,7 +561,7 @@ class ImportStore:
         (reconciliation reads it all, every reconcile_interval)."""
         await self.folded()
         text = await self.db.fetchval(EXPECTED_SQL, (jail,))
-        return await slices.sorted_text_lines(bytes(text) if text is not None else b"")
+        return await slices.sorted_text(bytes(text) if text is not None else b"")
 
     async def jails(self) -> list[str]:
         """Jails with applied entries: a skip-scan, one key search per jail (DISTINCT read
