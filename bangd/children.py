@@ -85,7 +85,7 @@ class Child:
         await self.send_raw(b"%d\n" % len(payload))
         await self.send_raw(payload)
 
-    async def send_pieces(self, pieces: Sequence[bytes]) -> None:
+    async def send_pieces(self, pieces: Sequence[bytes | memoryview]) -> None:
         """One frame, made of these pieces (never joined into one copy)."""
         await self.send_raw(b"%d\n" % sum(map(len, pieces)))
         for piece in pieces:

@@ -31,9 +31,11 @@ async def pause() -> None:
     await asyncio.sleep(0)
 
 
-async def text_pieces(items: Sequence[str]) -> list[bytes]:
-    """`lines_pieces`, a slice at a time."""
-    pieces: list[bytes] = []
+async def text_pieces(items: Sequence[str]) -> list[bytes | memoryview]:
+    """`lines_pieces`, a slice at a time; of `TextLines`, views of its own text."""
+    if isinstance(items, TextLines):
+        return items.text_pieces()
+    pieces: list[bytes | memoryview] = []
     for piece in lines_pieces(items):
         pieces.append(piece)
         await pause()

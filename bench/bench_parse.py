@@ -26,7 +26,7 @@ from typing import NamedTuple, TypeVar
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bangd.config import FORMATS
-from bangd.sources.entries import entries_digest
+from bangd.entries import entries_digest
 from bangd.sources.parse import parse_blocklist, raw_digest
 
 T = TypeVar("T")

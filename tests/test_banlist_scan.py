@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import random
 
 import pytest
 from hypothesis import given
@@ -137,9 +138,12 @@ def test_a_frame_shorter_than_its_header_says_is_not_scanned() -> None:
         scanned(reply)
 
 
-def reader_answer(reply: bytes, asked: list[str], *, held: bool = True) -> list[str]:
-    """The ban list reader process's answer, its `child_main` run here on the same bytes."""
-    settings = json.dumps({"held": held, "what": "get bl banned", "bans": 2}).encode()
+def reader_answer(
+    reply: bytes, asked: list[str], *, held: bool = True, bans: int = 2
+) -> list[str]:
+    """The ban list reader process's answer, its `child_main` run here on the same bytes
+    (`bans`: fail2ban's count of them)."""
+    settings = json.dumps({"held": held, "what": "get bl banned", "bans": bans}).encode()
     entries = "".join(entry + "\n" for entry in asked).encode()
     request = io.BytesIO(b"%d\n%s%d\n%s%s" % (len(settings), settings, len(entries), entries,
                                              reply))
@@ -163,3 +167,24 @@ def test_the_reader_answers_alike_for_a_reply_it_scans_and_one_it_unpickles(
             plain, asked, held=held
         )
     assert reader_answer(fail2ban_reply(bans), asked) == [a for a in asked if a in bans]
+
+
+BANS = addresses(20_000)  # over two of the reader's windows of 8192
+NOT_BANNED = [f"172.16.{i >> 8 & 255}.{i & 255}" for i in range(15_000)]
+
+
+@pytest.mark.parametrize("asked", [
+    pytest.param(BANS[::7] + NOT_BANNED[:500], id="fewer-asked-than-banned"),
+    pytest.param(sorted(BANS[::2] + NOT_BANNED), id="as-many-asked-in-key-order"),
+    pytest.param(random.Random(4).sample(BANS[::2] + NOT_BANNED, 25_000),
+                 id="as-many-asked-out-of-order"),
+])
+def test_the_reader_answers_the_same_however_it_compares(asked: list[str]) -> None:
+    """The smaller side is the one kept whole: a set of the entries asked about, or the
+    bans sorted as text and compared window by window with entries in key order."""
+    banned = set(BANS)
+    for reply in (fail2ban_reply(BANS), pickle.dumps((0, BANS), pickle.HIGHEST_PROTOCOL)):
+        for held in (True, False):
+            assert reader_answer(reply, asked, held=held, bans=len(BANS)) == [
+                a for a in asked if (a in banned) is held
+            ]

@@ -8,8 +8,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bangd.lines import TextLines
-from bangd.sources.entries import (
+from bangd.entries import (
     SORT_PIECE,
     EntrySet,
     SortedText,
@@ -17,6 +16,7 @@ from bangd.sources.entries import (
     ordered_digest,
     sorted_entries,
 )
+from bangd.lines import TextLines
 
 
 def test_sorted_entries_matches_sorted_for_big_mixed_sets() -> None:

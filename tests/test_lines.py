@@ -45,6 +45,16 @@ def test_lines_indexed_a_window_at_a_time_are_the_lines_indexed_at_once(text: by
     assert steps[-1] == text.decode().splitlines()
 
 
+@pytest.mark.parametrize("text", [TEXT, TEXT[:-1], b"", b"1.2.3.4"], ids=[
+    "many", "no-final-newline", "empty", "one-unended"])
+def test_lines_as_text_are_each_line_ended_by_a_newline(text: bytes) -> None:
+    """What a child is sent: views of the text, a newline added where it was missing."""
+    kept = TextLines.of(text)
+    sent = b"".join(kept.text_pieces())
+    assert sent == "".join(line + "\n" for line in kept).encode()
+    assert TextLines.of(sent) == kept
+
+
 def test_lines_equal_a_list_only_of_the_same_strings_in_the_same_order() -> None:
     assert TextLines.of(b"a\nb\n") != ["b", "a"]
     assert TextLines.of(b"a\nb\n") != ["a"]

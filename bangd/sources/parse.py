@@ -45,9 +45,9 @@ from dataclasses import dataclass, fields
 from typing import Final, Literal, NamedTuple
 
 from ..config import TEXT_FORMAT, FeedFormat
+from ..entries import EntrySet, SortedText
 from ..textsafe import safe_text
 from .cidr import range_cover
-from .entries import EntrySet, SortedText
 from .formats import guess_format, reader_for
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

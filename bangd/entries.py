@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence, Set
 from itertools import groupby
 from typing import Final
 
-from ..lines import TextLines
+from .lines import TextLines
 
 SORT_PIECE: Final = 8_192  # at most this many strings per sort() call: ~0.5 ms of GIL
 SORT_PREFIX: Final = 3  # characters a bucket key grows by at each level
