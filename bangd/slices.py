@@ -8,8 +8,8 @@ one C-level call over at most SLICE entries (~0.5 ms), with the loop free betwee
 so a status call waits a few milliseconds in all.
 
 The few functions here that do not pause (`lines_pieces`, `in_key_order`,
-`difference_windows`, `aligned_windows`) are the pieces child processes (and worker
-threads) use too: a child has its own GIL, and runs them whole.
+`difference_windows`, `pieces_difference`, `aligned_windows`) are the pieces child
+processes (and worker threads) use too: a child has its own GIL, and runs them whole.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import operator
 from bisect import bisect_right
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from itertools import filterfalse
-from typing import Final
+from typing import Final, overload
 
 from .lines import TextLines
 
@@ -151,6 +151,52 @@ def difference_windows(
     for fresh, stale in aligned_windows(new, old):
         yield (filterfalse(set(stale).__contains__, fresh),
                filterfalse(set(fresh).__contains__, stale))
+
+
+def pieces_difference(
+    new: Sequence[str], old_pieces: Iterable[Sequence[str]]
+) -> Iterator[tuple[Iterable[str], Iterable[str]]]:
+    """`difference_windows` of `new` and the pieces of `old` in turn, each piece in key
+    order and wholly after the one before it: `old` is never held whole, only a piece."""
+    done = 0
+    for old in old_pieces:
+        if not old:
+            continue
+        upto = bisect_right(new, old[-1], done)  # `new` as far as this piece reaches
+        yield from difference_windows(Part(new, done, upto), old)
+        done = upto
+    yield from difference_windows(Part(new, done, len(new)), [])
+
+
+class Part(Sequence[str]):
+    """`items[start:stop]`, read where it is: a slice of a `TextLines` would be a list of
+    its strings, up to all 1M of them."""
+
+    __slots__ = ("_items", "_start", "_stop")
+
+    def __init__(self, items: Sequence[str], start: int, stop: int) -> None:
+        self._items, self._start, self._stop = items, start, stop
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            return self._items[self._start + start : self._start + max(start, stop)]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("Part index out of range")
+        return self._items[self._start + index]
 
 
 def aligned_windows(

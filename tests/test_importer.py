@@ -17,6 +17,7 @@ from bangd.services.importer import FilterSettings, Importer, ImportSummary
 from bangd.services.reconcile import Reconciler
 from bangd.sources import parse_process
 from bangd.sources.fetch import Fetcher, make_session
+from bangd.store import imports
 from bangd.store.db import Database
 from bangd.store.imports import ImportStore
 from tests.fail2ban_server import PrivateFail2ban
@@ -181,10 +182,13 @@ async def test_a_big_list_parsed_in_a_child_process_is_applied_like_any_other(
     assert await h.banned() == set(LIST_A)
 
 
+@pytest.mark.parametrize("piece", [2, imports.ENTRIES_PIECE])
 async def test_a_changed_big_list_is_compared_in_its_parser_process_and_applied_as_a_delta(
-    h: Harness, monkeypatch: pytest.MonkeyPatch
+    h: Harness, monkeypatch: pytest.MonkeyPatch, piece: int
 ) -> None:
+    """What is applied reaches the parser process a piece at a time, as it is read."""
     monkeypatch.setattr(parse_process, "PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(imports, "ENTRIES_PIECE", piece)
     await h.run(h.file_source("a", LIST_A))
     changed = [*LIST_A[1:], "203.0.113.99"]
     summary = await h.run(h.file_source("a", changed))
@@ -443,6 +447,23 @@ async def test_confirmed_entries_count_as_applied_before_they_are_folded(h: Harn
     assert await pending_batches(h.db) == [("a", 1)]
     assert await h.store.entries_of("a", "bl") == ["203.0.113.1", "203.0.113.2"]
     assert await pending_batches(h.db) == []  # the read folded them first
+
+
+async def test_a_sources_entries_are_read_in_pieces_in_key_order_each_after_the_last(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(imports, "ENTRIES_PIECE", 2)
+    mine = ["203.0.113.1", "203.0.113.2", "198.51.100.0/24", "2001:db8::1", "203.0.113.3"]
+    for source, jail, entries in [("a", "bl", mine), ("b", "bl", ["203.0.113.20"]),
+                                  ("a", "other", ["192.0.2.1"])]:
+        batch = await h.store.record_pending(source, jail, entries, 1)
+        assert batch is not None
+        await h.store.confirm(batch)  # folded by the read
+    read = [piece async for piece in h.store.entries_pieces("a", "bl")]
+    assert read == [b"198.51.100.0/24\n2001:db8::1\n", b"203.0.113.1\n203.0.113.2\n",
+                    b"203.0.113.3\n"]
+    assert b"".join(read) == await h.store.entries_text("a", "bl") + b"\n"
+    assert [piece async for piece in h.store.entries_pieces("c", "bl")] == []
 
 
 async def test_a_stop_before_the_fold_loses_nothing_and_recovers_nothing(h: Harness) -> None:

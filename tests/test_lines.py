@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from bangd.lines import LinesReceiver, TextLines
 from bangd.sources.parse_process import parse_off_loop
+from tests.test_parse_process import applied_text
 
 ENTRIES = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(20_000)]
 TEXT = ("\n".join(ENTRIES) + "\n").encode()
@@ -89,6 +90,6 @@ def test_received_lines_whose_last_has_no_newline_are_refused() -> None:
 
 async def test_a_childs_difference_reaches_the_daemon_as_text_not_strings() -> None:
     async with await parse_off_loop(TEXT, skip_reserved=False, process_min_bytes=0) as parse:
-        to_add, to_remove = await parse.delta(b"10.0.0.0\n")
+        to_add, to_remove = await parse.delta(applied_text(["10.0.0.0"]))
     assert isinstance(to_add, TextLines) and to_add == sorted(ENTRIES)[1:]  # key order
     assert to_remove == []

@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,17 @@ MIXED = (
 ).encode() + b"\xff\xfe5.6.7.8\n9.9.9.9"  # not UTF-8, and no final newline
 
 
-def applied_text(entries: list[str]) -> bytes:
-    return "\n".join(sorted(entries)).encode()
+async def applied_text(entries: list[str], piece: int = 700) -> AsyncIterator[bytes]:
+    """What is applied as the store reads it: pieces of text in key order, each piece
+    after the one before and ended by a newline."""
+    ordered = sorted(entries)
+    for start in range(0, len(ordered), piece):
+        yield "".join(entry + "\n" for entry in ordered[start : start + piece]).encode()
+
+
+async def pieces(*texts: bytes) -> AsyncIterator[bytes]:
+    for text in texts:
+        yield text
 
 
 async def test_a_child_parses_exactly_as_the_daemon_would() -> None:
@@ -36,7 +46,7 @@ async def test_a_child_parses_exactly_as_the_daemon_would() -> None:
         assert isinstance(parse, ParsedInChild)
         assert parse.findings == here.findings
         assert parse.findings.invalid and parse.findings.skipped_allowlist
-        assert await parse.delta(b"") == (list(here.entries.ordered), [])
+        assert await parse.delta(applied_text([])) == (list(here.entries.ordered), [])
 
 
 async def test_a_child_answers_only_the_difference_with_what_is_applied() -> None:
@@ -47,14 +57,30 @@ async def test_a_child_answers_only_the_difference_with_what_is_applied() -> Non
         assert await parse.delta(applied) == (entries[:10], gone)
 
 
-async def test_the_difference_is_the_same_in_a_child_and_here() -> None:
+@pytest.mark.parametrize("piece", [1, 7, 700, 10**6])
+async def test_the_difference_is_the_same_in_a_child_and_here(piece: int) -> None:
+    """However what is applied is cut into pieces."""
     entries = list(parse_blocklist(MIXED).entries.ordered)
-    applied = applied_text([*entries[::2], "1.0.0.1"])
+    applied = [*entries[::2], "0.0.0.1", "1.0.0.1", "99.0.0.1", "ffff::1"]
     async with await parse_off_loop(MIXED, process_min_bytes=0) as in_child:
-        from_child = await in_child.delta(applied)
+        from_child = await in_child.delta(applied_text(applied, piece))
     async with await parse_off_loop(MIXED) as here:
         assert isinstance(here, ParsedHere)
-        assert await here.delta(applied) == from_child
+        assert await here.delta(applied_text(applied, piece)) == from_child
+    assert from_child == (entries[1::2], ["0.0.0.1", "1.0.0.1", "99.0.0.1", "ffff::1"])
+
+
+async def test_a_piece_joined_out_of_key_order_is_compared_all_the_same() -> None:
+    async with await parse_off_loop(MIXED, process_min_bytes=0) as parse:
+        delta = await parse.delta(pieces(b"1.2.3.4\n1.0.0.1\n", b"99.0.0.1\n"))
+    assert delta[1] == ["1.0.0.1", "99.0.0.1"]
+
+
+async def test_pieces_of_what_is_applied_that_overlap_fail_the_import() -> None:
+    """Compared piece by piece, they would give a wrong difference: nothing is applied."""
+    async with await parse_off_loop(MIXED, process_min_bytes=0) as parse:
+        with pytest.raises(ParseFailed, match=r"out of key order; nothing applied$"):
+            await parse.delta(pieces(b"1.2.3.4\n5.0.0.1\n", b"2.0.0.1\n"))
 
 
 async def test_a_child_reads_other_feed_formats_too() -> None:
@@ -62,7 +88,7 @@ async def test_a_child_reads_other_feed_formats_too() -> None:
     data = b"ipAddress,countryCode,abuseConfidenceScore\n1.2.3.4,US,100\n5.6.7.8,DE,90\n"
     async with await parse_off_loop(data, feed=feed, process_min_bytes=0) as parse:
         assert parse.findings == parse_blocklist(data, feed=feed).findings
-        assert await parse.delta(b"") == (["1.2.3.4", "5.6.7.8"], [])
+        assert await parse.delta(applied_text([])) == (["1.2.3.4", "5.6.7.8"], [])
 
 
 async def test_an_empty_list_parsed_in_a_child_has_no_entries() -> None:

@@ -376,7 +376,7 @@ class Importer:
 
     async def _plan(self, source: SourceConfig, parse: Parse, summary: ImportSummary) -> None:
         to_add, to_remove = await parse.delta(
-            await self.store.entries_text(source.name, source.jail)
+            self.store.entries_pieces(source.name, source.jail)
         )
         summary.added, summary.removed = len(to_add), len(to_remove)
         summary.would_add = list(to_add[:PREVIEW])
@@ -391,7 +391,7 @@ class Importer:
     ) -> Sequence[str]:
         """Apply the delta; return the entries added (networks too: the hook skips them)."""
         name, jail = source.name, source.jail
-        to_add, to_remove = await parse.delta(await self.store.entries_text(name, jail))
+        to_add, to_remove = await parse.delta(self.store.entries_pieces(name, jail))
         # New bans first: if the jail is missing (UnknownJail) nothing has been lifted yet,
         # and a source moving to another jail is never left with no bans at all.
         self._phase(name, "applying")
