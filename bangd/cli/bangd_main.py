@@ -12,6 +12,7 @@ from .. import __version__
 from ..config import DEFAULT_CONFIG_PATH, load_config
 from ..errors import BangdError, ConfigError
 from ..logs import setup_logging
+from ..memory import keep_big_blocks_mapped
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..daemon import Daemon  # imported late: --check-config needs none of it
 
     sys.setswitchinterval(SWITCH_INTERVAL)
+    if not keep_big_blocks_mapped():
+        log.debug("malloc's mmap threshold left as it is: no glibc mallopt")
 
     try:
         asyncio.run(Daemon(config).run())
