@@ -8,35 +8,32 @@ own, and its memory is given back whole when it ends: a million strings the daem
 builds are 70 MiB its resident size never reaches.
 
 The child is a module of this same bangd run by the daemon's own interpreter (`python -I`,
-with the daemon's copy of bangd first on its path), so both sides run the same code. Both
-ways, messages are frames: the length in ASCII digits, a newline, that many bytes. What
-the daemon sends is trusted; what a child answers is not unpickled, only read by the
-caller as JSON or as ASCII lines.
+with the daemon's copy of bangd first on its path), so both sides run the same code; its
+side is `bangd.child`. Both ways, messages are frames: the length in ASCII digits, a
+newline, that many bytes. What the daemon sends is trusted; what a child answers is not
+unpickled, only read by the caller as JSON or as ASCII lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import os
 import signal
 import sys
-import traceback
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Final
+from typing import Final
 
+from .child import HEAD_MAX
 from .errors import BangdError
 from .lines import LinesReceiver, TextLines
 
 _PACKAGE_ROOT: Final = str(Path(__file__).resolve().parent.parent)
 _BOOT: Final = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from bangd.children import serve; serve(sys.argv[2])"
+    "from bangd.child import serve; serve(sys.argv[2])"
 )
-_HEAD_MAX: Final = 20  # digits of a frame's length, and its newline
 _PIECE: Final = 1 << 18  # bytes written or read at a time: ~18k entries
 # Seconds a child may take over one step (reading what it is sent, one answer): a million
 # entries take ~3 s here, so a child this slow hangs, and it holds up its caller's lock.
@@ -154,8 +151,8 @@ class Child:
             raise await self._failure() from None
         except asyncio.LimitOverrunError as exc:
             raise self.garbage(str(exc)) from None
-        if len(head) > _HEAD_MAX or not head[:-1].isdigit():
-            raise self.garbage(f"not a frame: {head[:_HEAD_MAX]!r}")
+        if len(head) > HEAD_MAX or not head[:-1].isdigit():
+            raise self.garbage(f"not a frame: {head[:HEAD_MAX]!r}")
         return int(head)
 
     def garbage(self, why: str) -> ChildFailed:
@@ -213,42 +210,3 @@ def exit_reason(code: int) -> str:
         hint = " (out of memory?)" if -code == signal.SIGKILL else ""
         return f"was killed by {name}{hint}"
     return f"exited with status {code}"
-
-
-# -- the child's side ------------------------------------------------------------------------
-
-def read_frame(stream: BinaryIO) -> bytes | None:
-    """The next frame, or None where the daemon ended its input."""
-    head = stream.readline(_HEAD_MAX)
-    if not head:
-        return None
-    payload = stream.read(int(head))
-    if len(payload) != int(head):
-        raise EOFError("the daemon's frame ended early")
-    return payload
-
-
-def write_frame(stream: BinaryIO, payload: bytes) -> None:
-    write_pieces(stream, (payload,))
-
-
-def write_pieces(stream: BinaryIO, pieces: Iterable[bytes]) -> None:
-    """One frame, made of these pieces (never joined into one copy)."""
-    pieces = list(pieces)
-    stream.write(b"%d\n" % sum(map(len, pieces)))
-    for piece in pieces:
-        stream.write(piece)
-    stream.flush()
-
-
-def serve(module: str) -> None:
-    """The child's main: run `module.child_main` on stdin and stdout, then end at once."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
-    try:
-        importlib.import_module(module).child_main(sys.stdin.buffer, sys.stdout.buffer)
-        sys.stdout.flush()
-    except BaseException:
-        traceback.print_exc()
-        sys.stderr.flush()
-        os._exit(1)
-    os._exit(0)  # a million strings need no freeing one by one: the process ends here

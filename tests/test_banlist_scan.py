@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bangd.fail2ban import banned_process
+from bangd.fail2ban import banned_child
 from bangd.fail2ban.banlist_scan import NotScannable, Unframed, scan_bans
 from bangd.fail2ban.client import Fail2banClient
 from tests.fail2ban_server import PrivateFail2ban, raw_reply
@@ -148,7 +148,7 @@ def reader_answer(
     request = io.BytesIO(b"%d\n%s%d\n%s%s" % (len(settings), settings, len(entries), entries,
                                              reply))
     answer = io.BytesIO()
-    banned_process.child_main(request, answer)
+    banned_child.child_main(request, answer)
     head, _, rest = answer.getvalue().partition(b"\n")
     outcome, lines = rest[: int(head)], rest[int(head):].partition(b"\n")[2]
     assert outcome == b"null"

@@ -153,9 +153,9 @@ async def test_a_child_that_dies_while_comparing_fails_the_import_in_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(children, "_BOOT", (
-        "import os, sys; sys.path.insert(0, sys.argv[1]); from bangd import slices; "
-        "slices.difference_windows = lambda *a: os.kill(os.getpid(), 9); "
-        "from bangd.children import serve; serve(sys.argv[2])"
+        "import os, sys; sys.path.insert(0, sys.argv[1]); from bangd import windows; "
+        "windows.difference_windows = lambda *a: os.kill(os.getpid(), 9); "
+        "from bangd.child import serve; serve(sys.argv[2])"
     ))
     async with await parse_off_loop(MIXED, process_min_bytes=0) as parse:
         assert parse.findings == parse_blocklist(MIXED).findings

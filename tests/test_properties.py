@@ -14,7 +14,7 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bangd import slices
+from bangd import slices, windows
 from bangd.config import Config, parse_config
 from bangd.errors import ConfigError
 from bangd.sources.parse import parse_blocklist
@@ -142,11 +142,36 @@ def test_an_import_delta_is_exactly_the_set_difference_both_ways(
 ) -> None:
     desired = sorted({f"{n:03d}" for n in wanted})
     current = sorted(f"{n:03d}" for n in applied)
-    original = slices.SLICE
-    slices.SLICE = slice_size  # type: ignore[misc]  # windows of every size, edges included
+    original = windows.SLICE
+    windows.SLICE = slice_size  # type: ignore[misc]  # windows of every size, edges included
     try:
         to_add, to_remove = asyncio.run(slices.sorted_difference(desired, current))
     finally:
-        slices.SLICE = original  # type: ignore[misc]
+        windows.SLICE = original  # type: ignore[misc]
     assert list(to_add) == sorted(set(desired) - set(current))
     assert to_remove == sorted(set(current) - set(desired))
+
+
+@given(
+    st.lists(st.integers(0, 300), unique=True),
+    st.lists(st.integers(0, 300), unique=True),
+    st.integers(1, 20),
+    st.integers(1, 30),
+)
+@settings(max_examples=300)
+def test_a_delta_compared_piece_by_piece_is_the_set_difference_both_ways(
+    wanted: list[int], applied: list[int], slice_size: int, piece: int
+) -> None:
+    """As the parser process compares what is applied, read from SQLite in pieces."""
+    desired = sorted({f"{n:03d}" for n in wanted})
+    current = sorted(f"{n:03d}" for n in applied)
+    pieces = [current[start : start + piece] for start in range(0, len(current), piece)]
+    original = windows.SLICE
+    windows.SLICE = slice_size  # type: ignore[misc]
+    try:
+        found = [(list(fresh), list(stale))
+                 for fresh, stale in windows.pieces_difference(desired, pieces)]
+    finally:
+        windows.SLICE = original  # type: ignore[misc]
+    assert [e for fresh, _ in found for e in fresh] == sorted(set(desired) - set(current))
+    assert [e for _, stale in found for e in stale] == sorted(set(current) - set(desired))

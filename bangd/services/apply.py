@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from .. import slices
+from .. import slices, windows
 from ..errors import UnknownJail
 from ..store.imports import ImportStore, Unfinished, chunked
 
@@ -199,8 +199,8 @@ async def _classify(
     held_set = await slices.set_of(held)
     known: list[tuple[str, str, int]] = []
     to_send: list[str] = []
-    for start in range(0, len(entries), slices.SLICE):
-        for entry in entries[start : start + slices.SLICE]:
+    for start in range(0, len(entries), windows.SLICE):
+        for entry in entries[start : start + windows.SLICE]:
             if entry in others:
                 known.append((entry, "applied", others[entry]))
             elif entry in held_set:

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Sequence
 
-from .. import slices
+from .. import windows
 from ..config import IPNetwork
 from ..errors import InvalidRequest, UnknownExemption
 from ..sources.parse import parse_blocklist
@@ -123,7 +123,7 @@ def _covered(ordered: Sequence[str], network: IPNetwork) -> list[str]:
     kept = parse_blocklist("\n".join(ordered).encode(), allowlist=(network,),
                            skip_reserved=False).entries
     # Both in key order: compared window by window, not an entry at a time by bisection.
-    return [e for dropped, _ in slices.difference_windows(ordered, kept.ordered)
+    return [e for dropped, _ in windows.difference_windows(ordered, kept.ordered)
             for e in dropped]
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import slices
+from .. import windows
 from ..errors import Fail2banError
 from ..sources.parse import parse_blocklist
 from ..store.imports import ImportStore
@@ -101,6 +101,6 @@ def _still_wanted(entries: Sequence[str], settings: FilterSettings) -> list[str]
     ).entries
     # Both in key order: compared window by window, not an entry at a time by bisection.
     wanted: list[str] = []
-    for part, kept_part in slices.aligned_windows(entries, kept.ordered):
+    for part, kept_part in windows.aligned_windows(entries, kept.ordered):
         wanted.extend(filter(set(kept_part).__contains__, part))
     return wanted

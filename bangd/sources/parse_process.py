@@ -18,16 +18,15 @@ import json
 import logging
 import pickle
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, Iterator, Sequence
-from dataclasses import asdict
+from collections.abc import AsyncIterable, Sequence
 from types import TracebackType
-from typing import Any, BinaryIO, Final
+from typing import Any, Final
 
 from .. import slices
-from ..children import Child, ChildFailed, read_frame, write_frame, write_pieces
+from ..children import Child, ChildFailed
 from ..config import TEXT_FORMAT, FeedFormat, IPNetwork
 from ..errors import BangdError
-from ..lines import TextLines
+from . import parse_child
 from .parse import ParsedList, ParseFindings, parse_blocklist
 
 PROCESS_MIN_BYTES: Final = 1 << 20  # ~70k lines: below this, a thread is cheaper
@@ -128,7 +127,7 @@ async def parse_off_loop(
     if len(data) >= process_min_bytes:
         settings = {"allowlist": tuple(allowlist), "skip_reserved": skip_reserved, "feed": feed}
         try:
-            child = await Child.start(__name__, "the parser process")
+            child = await Child.start(parse_child.__name__, "the parser process")
         except OSError as exc:
             log.warning("parser process not started (%s): parsing in a thread instead", exc)
         else:
@@ -161,53 +160,3 @@ def _findings_of(child: Child, frame: bytes) -> ParseFindings:
         return ParseFindings(**header)
     except (ValueError, TypeError) as exc:
         raise child.garbage(str(exc)) from None
-
-
-def child_main(request: BinaryIO, answer: BinaryIO) -> None:
-    """The child: settings and download in, findings out; then, if the import goes ahead,
-    what is applied in, and what to add and to remove out."""
-    settings = pickle.loads(_frame(request))
-    parsed = parse_blocklist(_frame(request), **settings)
-    write_frame(answer, json.dumps(asdict(parsed.findings)).encode("ascii"))
-    first = read_frame(request)
-    if first is None:  # the daemon ended the input: nothing to compare after all
-        return
-    # Written as it is found, a window at a time: at a first import all 1M entries are
-    # new, and a list of them would be the million strings the parse never made. What is
-    # applied is read a piece at a time: whole, as text beside the parse's, it took this
-    # process from ~55 to 74 MiB at a refresh (197 as strings).
-    to_add: list[bytes] = []
-    to_remove: list[bytes] = []
-    for fresh, stale in slices.pieces_difference(
-        parsed.entries.ordered, _applied_pieces(first, request)
-    ):
-        to_add.extend(slices.lines_pieces(list(fresh)))
-        to_remove.extend(slices.lines_pieces(list(stale)))
-    write_pieces(answer, to_add)
-    write_pieces(answer, to_remove)
-
-
-def _applied_pieces(first: bytes, request: BinaryIO) -> Iterator[Sequence[str]]:
-    """The pieces of what is applied, up to the empty frame that ends them, each in key
-    order (sorted here should a query planner ever join a piece otherwise); a piece that
-    does not follow the one before is refused: the comparison would be wrong."""
-    frame: bytes | None = first
-    last = ""
-    while frame:
-        piece: Sequence[str] = TextLines.of(frame)
-        if not slices.in_key_order(piece):
-            piece = sorted(set(piece))
-        if piece[0] <= last:
-            raise ValueError("the applied entries came in pieces out of key order")
-        last = piece[-1]
-        yield piece
-        frame = read_frame(request)
-    if frame is None:
-        raise EOFError("the daemon's request ended before the end of what is applied")
-
-
-def _frame(request: BinaryIO) -> bytes:
-    frame = read_frame(request)
-    if frame is None:
-        raise EOFError("the daemon's request ended early")
-    return frame
