@@ -33,10 +33,9 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
         raise EOFError("the daemon's request ended early")
     settings = json.loads(wanted)
     held: bool = settings["held"]
-    given = TextLines.of(entries)  # not a million strings beside fail2ban's million
     reply = Unframed(request)
     try:
-        presence = _presence(given, map(bytes.decode, scan_bans(reply)), settings["bans"])
+        presence = _presence(entries, map(bytes.decode, scan_bans(reply)), settings["bans"])
     except NotScannable:  # not the shape fail2ban gives a ban list: unpickled, then
         try:
             banned = banned_of(reply.original(), settings["what"])
@@ -49,7 +48,7 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
                             *(a for a in banned.args[:1] if type(a) is str)]}
             ).encode())
             return
-        presence = _presence(given, banned, settings["bans"])
+        presence = _presence(entries, banned, settings["bans"])
         del banned
     del reply
     write_frame(answer, b"null")
@@ -62,36 +61,41 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
 Presence = Iterator[tuple[Sequence[str], Container[str]]]
 
 
-def _presence(given: Sequence[str], bans: Iterable[str], count: int) -> Presence:
-    """The given entries a window at a time, each with a container that holds those of
-    them fail2ban holds. Every ban is read before this returns (a reply found not to be
-    scannable halfway is so found before anything is answered).
+def _presence(entries: bytes, bans: Iterable[str], count: int) -> Presence:
+    """The given entries (one per line) a window at a time, each with a container that
+    holds those of them fail2ban holds. Every ban is read before this returns (a reply found
+    not to be scannable halfway is so found before anything is answered).
 
     The smaller side is kept whole, as fail2ban's count (`count`) says: a set of the given
     entries, the bans read through it; or, with as many bans as entries (a
     reconciliation), the bans as one sorted text (`SortedText`), compared with the given
-    entries window by window where those are in key order, as bangd's are. A set of 1M
-    bans took this process to 137 MiB; as text they are ~18 MiB.
+    entries window by window. A set of 1M bans took this process to 137 MiB; as text they
+    are ~18 MiB. The entries are kept as their text (`TextLines`), not a million strings.
     """
-    if len(given) < count:
+    if entries.count(b"\n") + (not entries.endswith(b"\n") and bool(entries)) < count:
+        given = TextLines.of(entries)
         asked = set(given)
         found = set(filter(asked.__contains__, bans))
         del asked
         return ((given[start : start + windows.SLICE], found)
                 for start in range(0, len(given), windows.SLICE))
-    if not windows.in_key_order(given):
-        every = set(bans)
-        return ((given[start : start + windows.SLICE], every)
-                for start in range(0, len(given), windows.SLICE))
     ordered, reading = SortedText(), iter(bans)
     for part in iter(lambda: list(islice(reading, _SORT_CHUNK)), []):
         ordered.add(part)
-    return _merged(given, ordered)
+    return _merged(entries, ordered)
 
 
-def _merged(given: Sequence[str], bans: SortedText) -> Presence:
-    """Sorted only once the caller has let go of the reply (22 MB at 1M bans)."""
+def _merged(entries: bytes, bans: SortedText) -> Presence:
+    """The bans sorted, and the entries indexed, once the caller has let go of the reply
+    (22 MB at 1M bans)."""
     held, _ = bans.finish()
+    given = TextLines.of(entries)
+    if not windows.in_key_order(given):  # not bangd's key order: the bans as a set, then
+        every = set(held)
+        del held
+        for start in range(0, len(given), windows.SLICE):
+            yield given[start : start + windows.SLICE], every
+        return
     for part, held_part in windows.aligned_windows(given, held):
         yield part, set(held_part)
 
