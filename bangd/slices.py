@@ -14,11 +14,11 @@ own), is `windows`: each function here is a loop over its windows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import AsyncIterable, Collection, Iterable, Sequence
 from itertools import filterfalse
 
 from . import windows
-from .lines import TextLines
+from .lines import LinesReceiver, TextLines
 
 
 async def pause() -> None:
@@ -76,19 +76,19 @@ async def kept(items: Sequence[str], keep: Collection[str], *, inside: bool) -> 
     return out
 
 
-async def sorted_text(text: bytes) -> Sequence[str]:
-    """The distinct lines of a text a query answered in key order, kept as the text
-    (`lines.TextLines`: 18 MiB per million lines, not ~70 of strings) and indexed a window
-    at a time; checked, and sorted in a thread should a query planner ever answer
-    otherwise."""
-    for lines in TextLines.indexing(text):
-        if lines is None:
-            await pause()
-            continue
-        if await is_sorted(lines):
-            return lines
-        return await asyncio.to_thread(_sorted_distinct, lines)
-    raise AssertionError("TextLines.indexing ends with the lines")
+async def lines_of_pieces(pieces: AsyncIterable[bytes]) -> Sequence[str]:
+    """The distinct lines of text read a piece at a time in key order (the store's pieces,
+    each ended by a newline), kept as the text (`lines.TextLines`: 18 MiB per million lines,
+    not ~70 of strings) and indexed as each piece comes; checked, and sorted in a thread
+    should a query planner ever join a piece otherwise."""
+    receiver = LinesReceiver()
+    async for piece in pieces:
+        receiver.add(piece)
+        await pause()
+    lines = receiver.lines()
+    if await is_sorted(lines):
+        return lines
+    return await asyncio.to_thread(_sorted_distinct, lines)
 
 
 def _sorted_distinct(items: Iterable[str]) -> list[str]:

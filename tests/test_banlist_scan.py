@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bangd.entries import SortedText
 from bangd.fail2ban import banned_child
 from bangd.fail2ban.banlist_scan import NotScannable, Unframed, scan_bans
 from bangd.fail2ban.client import Fail2banClient
@@ -188,3 +189,41 @@ def test_the_reader_answers_the_same_however_it_compares(asked: list[str]) -> No
             assert reader_answer(reply, asked, held=held, bans=len(BANS)) == [
                 a for a in asked if (a in banned) is held
             ]
+
+
+@pytest.mark.parametrize(("asked", "sorted_bans"), [
+    pytest.param(BANS[:3000], False, id="a small share asked: a set of them"),
+    pytest.param(sorted(BANS[:5000]), True, id="a quarter asked: the bans sorted"),
+    pytest.param(sorted(BANS[::2] + NOT_BANNED), True, id="as many asked: the bans sorted"),
+])
+def test_the_reader_keeps_whole_whichever_side_costs_less_memory(
+    asked: list[str], sorted_bans: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A set of the entries asked about costs ~100 bytes each, the bans as sorted text ~18."""
+    made: list[SortedText] = []
+
+    class Recorded(SortedText):
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+
+    monkeypatch.setattr(banned_child, "SortedText", Recorded)
+    banned = set(BANS)
+    assert reader_answer(fail2ban_reply(BANS), asked, bans=len(BANS)) == [
+        a for a in asked if a in banned
+    ]
+    assert bool(made) is sorted_bans
+
+
+def test_bans_that_are_no_address_are_never_found_among_the_sorted_bans() -> None:
+    """Unpickled, a ban may be any text: one with a newline would be two lines of the
+    sorted bans, out of their order; one not ASCII could not be written out."""
+    odd = ["zzz\n0.0.0.1", "josé", "", "1.2.3.4\n"]
+    bans = BANS + odd
+    reply = pickle.dumps((0, bans), pickle.HIGHEST_PROTOCOL)
+    asked = sorted(BANS[::2] + NOT_BANNED + ["0.0.0.1", "1.2.3.4"])
+    banned = set(BANS)
+    for held in (True, False):
+        assert reader_answer(reply, asked, held=held, bans=len(bans)) == [
+            a for a in asked if (a in banned) is held
+        ]

@@ -3,8 +3,8 @@
 config -> store -> fail2ban -> sources -> geo -> services -> app -> jobs -> control ->
 daemon -> cli. A module may import its own layer and the layers to its left; the
 foundation (version, work in child processes, error types, file identity, logging, metric
-text, sliced work on big collections, text escaping, the GeoInfo value that the geo cache
-stores) sits under all.
+text, sliced and windowed work on big collections, entries kept as text, malloc's settings,
+text escaping, the GeoInfo value that the geo cache stores) sits under all.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "bangd"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("bangd", "bangd.children", "bangd.errors", "bangd.files", "bangd.logs", "bangd.metrics",
-     "bangd.slices", "bangd.textsafe", "bangd.geo.model"),
+    ("bangd", "bangd.child", "bangd.children", "bangd.entries", "bangd.errors", "bangd.files",
+     "bangd.lines", "bangd.logs", "bangd.memory", "bangd.metrics", "bangd.slices",
+     "bangd.textsafe", "bangd.windows", "bangd.geo.model"),
     ("bangd.config",),
     ("bangd.store",),
     ("bangd.fail2ban",),

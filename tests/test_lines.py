@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from bangd.lines import LinesReceiver, TextLines
 from bangd.sources.parse_process import parse_off_loop
-from tests.test_parse_process import applied_text
+from tests.applied import applied_text
 
 ENTRIES = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(20_000)]
 TEXT = ("\n".join(ENTRIES) + "\n").encode()

@@ -7,7 +7,6 @@ import asyncio
 import ipaddress
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from bangd.config import FORMATS
 from bangd.sources.parse import parse_blocklist
 from bangd.sources.parse_process import ParsedHere, ParsedInChild, ParseFailed, parse_off_loop
 from tests.addresses import public_ipv4
+from tests.applied import applied_text, pieces
 
 MIXED = (
     "\ufeff# a list with a bit of everything\n"
@@ -24,19 +24,6 @@ MIXED = (
     + "\n1.2.3.0/24 ; a network\n2001:db8::/32\n2a00:1450::1\n10.1.2.3\n127.0.0.1\n"
     "not an address\n1.2.3.4 # comment\n1.2.3.4\n"
 ).encode() + b"\xff\xfe5.6.7.8\n9.9.9.9"  # not UTF-8, and no final newline
-
-
-async def applied_text(entries: list[str], piece: int = 700) -> AsyncIterator[bytes]:
-    """What is applied as the store reads it: pieces of text in key order, each piece
-    after the one before and ended by a newline."""
-    ordered = sorted(entries)
-    for start in range(0, len(ordered), piece):
-        yield "".join(entry + "\n" for entry in ordered[start : start + piece]).encode()
-
-
-async def pieces(*texts: bytes) -> AsyncIterator[bytes]:
-    for text in texts:
-        yield text
 
 
 async def test_a_child_parses_exactly_as_the_daemon_would() -> None:

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.setswitchinterval(SWITCH_INTERVAL)
     if not keep_big_blocks_mapped():
-        log.debug("malloc's mmap threshold left as it is: no glibc mallopt")
+        log.debug("malloc's mmap threshold left as it is: no glibc mallopt, or it refused")
 
     try:
         asyncio.run(Daemon(config).run())

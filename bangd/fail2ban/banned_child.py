@@ -25,6 +25,7 @@ from bangd.lines import TextLines
 # Bans given to SortedText at a time: each bucket's share of a chunk is one string, and
 # with 8k a chunk those were ~8 bans each, their overhead a third more memory.
 _SORT_CHUNK: Final = 1 << 16
+_SET_COST: Final = 6  # an entry in a set takes about as much memory as this many sorted bans
 
 
 def child_main(request: BinaryIO, answer: BinaryIO) -> None:
@@ -36,7 +37,9 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
     reply = Unframed(request)
     try:
         presence = _presence(entries, map(bytes.decode, scan_bans(reply)), settings["bans"])
-    except NotScannable:  # not the shape fail2ban gives a ban list: unpickled, then
+    except NotScannable:  # handled below: here the traceback would keep the half-read bans
+        presence = None
+    if presence is None:  # not the shape fail2ban gives a ban list: unpickled, then
         try:
             banned = banned_of(reply.original(), settings["what"])
         except Fail2banProtocolError as exc:
@@ -48,7 +51,9 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
                             *(a for a in banned.args[:1] if type(a) is str)]}
             ).encode())
             return
-        presence = _presence(entries, banned, settings["bans"])
+        # Any text may be a ban here: only one that could be an entry's line is compared
+        # (a newline in one would be two lines of the sorted bans, out of order).
+        presence = _presence(entries, filter(_one_line, banned), settings["bans"])
         del banned
     del reply
     write_frame(answer, b"null")
@@ -61,18 +66,24 @@ def child_main(request: BinaryIO, answer: BinaryIO) -> None:
 Presence = Iterator[tuple[Sequence[str], Container[str]]]
 
 
+def _one_line(ban: str) -> bool:
+    return bool(ban) and ban.isascii() and "\n" not in ban
+
+
 def _presence(entries: bytes, bans: Iterable[str], count: int) -> Presence:
     """The given entries (one per line) a window at a time, each with a container that
     holds those of them fail2ban holds. Every ban is read before this returns (a reply found
     not to be scannable halfway is so found before anything is answered).
 
-    The smaller side is kept whole, as fail2ban's count (`count`) says: a set of the given
-    entries, the bans read through it; or, with as many bans as entries (a
-    reconciliation), the bans as one sorted text (`SortedText`), compared with the given
-    entries window by window. A set of 1M bans took this process to 137 MiB; as text they
-    are ~18 MiB. The entries are kept as their text (`TextLines`), not a million strings.
+    What costs less memory is kept whole, as fail2ban's count (`count`) says: a set of the
+    given entries (~100 bytes each), the bans read through it, where they are a small
+    share of the bans (a refresh's new entries); otherwise (a reconciliation, where
+    fail2ban holds what bangd expects and maybe more) the bans as one sorted text
+    (`SortedText`, ~18 bytes each), compared with the given entries window by window. A set
+    of 1M took this process to 137 MiB. The entries are kept as their text (`TextLines`).
     """
-    if entries.count(b"\n") + (not entries.endswith(b"\n") and bool(entries)) < count:
+    lines = entries.count(b"\n") + (not entries.endswith(b"\n") and bool(entries))
+    if lines * _SET_COST < count:
         given = TextLines.of(entries)
         asked = set(given)
         found = set(filter(asked.__contains__, bans))
@@ -88,16 +99,16 @@ def _presence(entries: bytes, bans: Iterable[str], count: int) -> Presence:
 def _merged(entries: bytes, bans: SortedText) -> Presence:
     """The bans sorted, and the entries indexed, once the caller has let go of the reply
     (22 MB at 1M bans)."""
-    held, _ = bans.finish()
+    sorted_bans, _ = bans.finish()
     given = TextLines.of(entries)
     if not windows.in_key_order(given):  # not bangd's key order: the bans as a set, then
-        every = set(held)
-        del held
+        every = set(sorted_bans)
+        del sorted_bans
         for start in range(0, len(given), windows.SLICE):
             yield given[start : start + windows.SLICE], every
         return
-    for part, held_part in windows.aligned_windows(given, held):
-        yield part, set(held_part)
+    for part, bans_part in windows.aligned_windows(given, sorted_bans):
+        yield part, set(bans_part)
 
 
 def banned_of(reply: bytes, what: str) -> list[str] | RemoteError:

@@ -73,7 +73,7 @@ class ParsedHere(Parse):
         self.findings = parsed.findings
 
     async def delta(self, applied: AsyncIterable[bytes]) -> Delta:
-        old = await slices.sorted_text(b"".join([piece async for piece in applied]))
+        old = await slices.lines_of_pieces(applied)
         return await slices.sorted_difference(self.parsed.entries.ordered, old)
 
     async def close(self) -> None:

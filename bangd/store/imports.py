@@ -38,25 +38,23 @@ APPLIED_MATCHES_SQL = (
     " AND entry IN (SELECT value FROM json_each(?))"
     " ORDER BY entry, source, jail"
 )
-# The key's order (jail, entry, source) is the scan's, so the subquery's ORDER BY is free.
-# Entries as one text, as bytes: kept as text, not a million strings (slices.sorted_text).
-ENTRIES_TEXT_SQL = (
-    "SELECT CAST(group_concat(entry, char(10)) AS BLOB) FROM (SELECT entry FROM applied"
-    " WHERE jail = ? AND source = ? AND state = ? ORDER BY entry)"
-)
 # A source's entries in a jail after a key, as text, ENTRIES_PIECE of them: the pieces
 # follow each other by SQL's own ORDER BY and LIMIT (`max` is the next piece's start, exact
-# whatever order group_concat joins them in).
+# whatever order group_concat joins them in). The key's order (jail, entry, source) is the
+# scan's, so ORDER BY is free. As text, not rows: fetched as rows, 1M took 2.3 s and
+# stalled the event loop up to 355 ms (a tuple per row).
 ENTRIES_PIECE_SQL = (
     "SELECT CAST(group_concat(entry, char(10)) || char(10) AS BLOB), max(entry) FROM"
     " (SELECT entry FROM applied WHERE jail = ? AND source = ? AND state = ? AND entry > ?"
     " ORDER BY entry LIMIT ?)"
 )
-ENTRIES_PIECE: Final = 65_536  # ~1 MiB of text
-EXPECTED_SQL = (
-    "SELECT CAST(group_concat(entry, char(10)) AS BLOB) FROM (SELECT DISTINCT entry"
-    " FROM applied WHERE jail = ? AND state = 'applied' ORDER BY entry)"
+# Everything applied to a jail, across sources, the same way.
+EXPECTED_PIECE_SQL = (
+    "SELECT CAST(group_concat(entry, char(10)) || char(10) AS BLOB), max(entry) FROM"
+    " (SELECT DISTINCT entry FROM applied WHERE jail = ? AND state = 'applied'"
+    " AND entry > ? ORDER BY entry LIMIT ?)"
 )
+ENTRIES_PIECE: Final = 65_536  # ~1 MiB of text
 JAILS_SQL = (
     "WITH RECURSIVE jails(jail) AS ("
     " SELECT (SELECT min(jail) FROM applied)"
@@ -350,30 +348,25 @@ class ImportStore:
     async def entries_of(
         self, source: str, jail: str, state: str = "applied"
     ) -> Sequence[str]:
-        """What `source` has in `jail`, in key order, kept as text (`lines.TextLines`).
-        SQLite joins the entries into one text (0.2 s per 1M, without the GIL): fetched as
-        rows, 1M took 2.3 s and stalled the event loop up to 355 ms (a tuple per row)."""
-        return await slices.sorted_text(await self.entries_text(source, jail, state))
-
-    async def entries_text(self, source: str, jail: str, state: str = "applied") -> bytes:
-        """What `source` has in `jail`, one entry per line, as it is sent to a child process
-        to compare with: one bytes object of ~15 MiB per 1M, not a million strings."""
-        await self.folded()
-        text = await self.db.fetchval(ENTRIES_TEXT_SQL, (jail, source, state))
-        return bytes(text) if text is not None else b""
+        """What `source` has in `jail`, in key order, kept as text (`lines.TextLines`)."""
+        return await slices.lines_of_pieces(self.entries_pieces(source, jail, state))
 
     async def entries_pieces(
         self, source: str, jail: str, state: str = "applied"
     ) -> AsyncIterator[bytes]:
-        """`entries_text` a piece at a time, each after the one before it and ended by a
-        newline: what is sent on to a child as it is read. One text of 1M entries is 14 MiB
-        in the daemon, and SQLite held a second copy while it built it."""
+        """What `source` has in `jail` as text, one entry per line, a piece at a time, each
+        after the one before: what is sent on to a child as it is read (one text of 1M was
+        14 MiB in the daemon, and SQLite held a second copy while it built it). The pieces
+        are one statement each: the caller holds the apply lock where they must be one
+        snapshot (an apply does; a dry run's preview may see a concurrent import midway)."""
         await self.folded()
+        async for piece in self._pieces(ENTRIES_PIECE_SQL, (jail, source, state)):
+            yield piece
+
+    async def _pieces(self, sql: str, params: tuple[str, ...]) -> AsyncIterator[bytes]:
         after = ""
         while True:
-            row = await self.db.fetchone(
-                ENTRIES_PIECE_SQL, (jail, source, state, after, ENTRIES_PIECE)
-            )
+            row = await self.db.fetchone(sql, (*params, after, ENTRIES_PIECE))
             if row is None or row[0] is None:
                 return
             text, after = row
@@ -586,8 +579,7 @@ class ImportStore:
         """Everything bangd has confirmed as applied to `jail`, across sources, in key order
         (reconciliation reads it all, every reconcile_interval)."""
         await self.folded()
-        text = await self.db.fetchval(EXPECTED_SQL, (jail,))
-        return await slices.sorted_text(bytes(text) if text is not None else b"")
+        return await slices.lines_of_pieces(self._pieces(EXPECTED_PIECE_SQL, (jail,)))
 
     async def jails(self) -> list[str]:
         """Jails with applied entries: a skip-scan, one key search per jail (DISTINCT read
