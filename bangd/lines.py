@@ -17,8 +17,9 @@ from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from typing import Final, overload
 
+from .windows import SLICE  # lines made into strings at a time when iterated
+
 _WINDOW: Final = 1 << 16  # bytes of text indexed at a time (~4.5k lines)
-_SLICE: Final = 8_192  # lines made into strings at a time when iterated
 
 
 class TextLines(Sequence[str]):
@@ -35,24 +36,10 @@ class TextLines(Sequence[str]):
     def of(cls, text: bytes | bytearray) -> TextLines:
         """The lines of `text`, indexed where they are; a final newline ends the last line
         (as SQLite's group_concat leaves it, it may be missing)."""
-        *_, lines = cls.indexing(text)
-        assert lines is not None
-        return lines
-
-    @classmethod
-    def indexing(cls, text: bytes | bytearray) -> Iterator[TextLines | None]:
-        """`of`, a window of text per step (for the event loop): None after each window,
-        and the lines last."""
         starts = _new_starts(len(text) + 1)
-        done, size = 0, len(text)
-        while done < size:
-            end = text.find(b"\n", min(done + _WINDOW, size) - 1)
-            end = size if end < 0 else end + 1
-            index_lines(text, starts, done, end)
-            done = end
-            yield None
-        starts.append(size + (0 if text.endswith(b"\n") or not text else 1))
-        yield cls(text, starts)
+        index_lines(text, starts, 0, len(text))
+        starts.append(len(text) + (0 if text.endswith(b"\n") or not text else 1))
+        return cls(text, starts)
 
     def __len__(self) -> int:
         return len(self._starts) - 1
@@ -78,6 +65,11 @@ class TextLines(Sequence[str]):
             raise IndexError("TextLines index out of range")
         return self._text[starts[index] : starts[index + 1] - 1].decode("ascii")
 
+    @property
+    def text(self) -> bytes | bytearray:
+        """The lines' own text, not a copy (its last newline may be missing)."""
+        return self._text
+
     def text_pieces(self) -> list[bytes | memoryview]:
         """The lines as text, each ended by a newline: views of the text itself, a window
         each, so sending 1M entries to a child costs no 14 MiB copy of them."""
@@ -90,8 +82,8 @@ class TextLines(Sequence[str]):
         return pieces
 
     def __iter__(self) -> Iterator[str]:
-        for start in range(0, len(self), _SLICE):
-            yield from self[start : start + _SLICE]
+        for start in range(0, len(self), SLICE):
+            yield from self[start : start + SLICE]
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, TextLines) and self._text == other._text:

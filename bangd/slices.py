@@ -14,7 +14,7 @@ own), is `windows`: each function here is a loop over its windows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Sequence
 from itertools import filterfalse
 
 from . import windows
@@ -35,6 +35,27 @@ async def text_pieces(items: Sequence[str]) -> list[bytes | memoryview]:
         pieces.append(piece)
         await pause()
     return pieces
+
+
+async def pieces_of(items: Sequence[str]) -> AsyncIterator[bytes]:
+    """`lines_pieces`, a slice at a time, each piece whole lines: what `Parse.delta` reads."""
+    for piece in windows.lines_pieces(items):
+        yield piece
+        await pause()
+
+
+async def without(items: Sequence[str], drop: Sequence[str]) -> Sequence[str]:
+    """The items not in `drop`, both in key order, kept as text (`lines.TextLines`): a
+    list of what is left would be a string each, up to 1M of them."""
+    if not drop:
+        return items
+    left = LinesReceiver()
+    for part, drop_part in windows.aligned_windows(items, drop):
+        gone = set(drop_part)
+        for piece in windows.lines_pieces([e for e in part if e not in gone]):
+            left.add(piece)
+        await pause()
+    return left.lines()
 
 
 async def common(items: Sequence[str], others: Sequence[str]) -> set[str]:

@@ -39,11 +39,8 @@ def test_a_final_newline_ends_the_last_line_and_may_be_missing() -> None:
 
 @pytest.mark.parametrize("text", [TEXT, TEXT[:-1], b"", b"1.2.3.4"], ids=[
     "many", "no-final-newline", "empty", "one-unended"])
-def test_lines_indexed_a_window_at_a_time_are_the_lines_indexed_at_once(text: bytes) -> None:
-    steps = list(TextLines.indexing(text))
-    assert all(step is None for step in steps[:-1]) and len(steps) > len(text) // 70_000
-    assert steps[-1] == TextLines.of(text)
-    assert steps[-1] == text.decode().splitlines()
+def test_lines_of_any_text_are_its_lines_split(text: bytes) -> None:
+    assert TextLines.of(text) == text.decode().splitlines()
 
 
 @pytest.mark.parametrize("text", [TEXT, TEXT[:-1], b"", b"1.2.3.4"], ids=[

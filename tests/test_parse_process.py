@@ -11,10 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from bangd import children
+from bangd import children, slices
 from bangd.config import FORMATS
+from bangd.lines import TextLines
+from bangd.sources import parse_process
 from bangd.sources.parse import parse_blocklist
-from bangd.sources.parse_process import ParsedHere, ParsedInChild, ParseFailed, parse_off_loop
+from bangd.sources.parse_process import (
+    ParsedHere,
+    ParsedInChild,
+    ParseFailed,
+    parse_off_loop,
+    screened_out,
+)
 from tests.addresses import public_ipv4
 from tests.applied import applied_text, pieces
 
@@ -172,3 +180,25 @@ async def test_a_cancelled_parse_leaves_no_child_behind(
         await parse
     with pytest.raises(ProcessLookupError):  # killed and reaped
         os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("process_min_bytes", [0, 1 << 30], ids=["in-a-child", "here"])
+async def test_entries_the_screen_now_drops_are_found_by_parsing_them_again(
+    monkeypatch: pytest.MonkeyPatch, process_min_bytes: int
+) -> None:
+    """What reconciliation leaves out of a re-ban, and an exemption lifts."""
+    monkeypatch.setattr(parse_process, "PROCESS_MIN_BYTES", process_min_bytes)
+    entries = sorted([*public_ipv4(3000, seed=3), "10.1.2.3", "127.0.0.1", "9.9.9.9",
+                      "9.9.9.0/28"])
+    dropped = await screened_out(entries, allowlist=(ipaddress.ip_network("9.9.9.0/24"),),
+                                 skip_reserved=True)
+    assert dropped == ["10.1.2.3", "127.0.0.1", "9.9.9.0/28", "9.9.9.9"]
+    assert await screened_out(entries, allowlist=(), skip_reserved=False) == []
+
+
+async def test_what_is_left_without_some_entries_is_kept_as_text() -> None:
+    entries = sorted(public_ipv4(20_000, seed=4))
+    left = await slices.without(entries, entries[::3])
+    assert isinstance(left, TextLines)
+    assert left == [e for i, e in enumerate(entries) if i % 3]
+    assert await slices.without(entries, []) is entries

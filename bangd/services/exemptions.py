@@ -10,15 +10,13 @@ Kept in memory for the synchronous filter, in the database for restarts.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from .. import windows
 from ..config import IPNetwork
 from ..errors import InvalidRequest, UnknownExemption
-from ..sources.parse import parse_blocklist
+from ..sources.parse_process import screened_out
 from ..store.exemptions import Exemption, ExemptionStore
 from ..store.imports import ImportStore
 from .apply import Applier
@@ -111,20 +109,12 @@ async def lift(store: ImportStore, applier: Applier, network: IPNetwork) -> int:
         for source in await store.known_sources():
             for jail in await store.jails_of(source):
                 entries = await store.entries_of(source, jail)
-                covered = await asyncio.to_thread(_covered, entries, network)
+                covered = await screened_out(entries, allowlist=(network,),
+                                             skip_reserved=False)
                 if covered:
                     lifted += await applier.remove(source, jail, covered)
                     await store.mark_stale(source)
     return lifted
-
-
-def _covered(ordered: Sequence[str], network: IPNetwork) -> list[str]:
-    """The entries (in key order) the allowlist screen drops for `network`, in order."""
-    kept = parse_blocklist("\n".join(ordered).encode(), allowlist=(network,),
-                           skip_reserved=False).entries
-    # Both in key order: compared window by window, not an entry at a time by bisection.
-    return [e for dropped, _ in windows.difference_windows(ordered, kept.ordered)
-            for e in dropped]
 
 
 def _overlap(a: IPNetwork, b: IPNetwork) -> bool:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import windows
+from .. import slices
 from ..errors import Fail2banError
-from ..sources.parse import parse_blocklist
+from ..sources.parse_process import screened_out
 from ..store.imports import ImportStore
 from .apply import Applier, Fail2ban
 from .importer import FilterSettings
@@ -77,7 +76,9 @@ class Reconciler:
         try:
             missing = await self.applier.missing(jail, expected)
             if settings is not None and missing:
-                missing = await asyncio.to_thread(_still_wanted, missing, settings)
+                missing = await slices.without(missing, await screened_out(
+                    missing, allowlist=settings.screen, skip_reserved=settings.skip_reserved
+                ))
             report.missing = len(missing)
             report.present = report.expected - report.missing
             await self.applier.reban(jail, missing)
@@ -91,16 +92,3 @@ class Reconciler:
             time.monotonic() - t0, f" error={report.error}" if report.error else "",
         )
         return report
-
-
-def _still_wanted(entries: Sequence[str], settings: FilterSettings) -> list[str]:
-    """The entries the current allowlist, exemptions and skip_reserved still let through."""
-    kept = parse_blocklist(
-        "\n".join(entries).encode(), allowlist=settings.screen,
-        skip_reserved=settings.skip_reserved,
-    ).entries
-    # Both in key order: compared window by window, not an entry at a time by bisection.
-    wanted: list[str] = []
-    for part, kept_part in windows.aligned_windows(entries, kept.ordered):
-        wanted.extend(filter(set(kept_part).__contains__, part))
-    return wanted
